@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# ASR recipe template: a staged pipeline from a corpus to RESULTS.md and a packed model.
+# Recipes link this file and pass their corpus-specific options, e.g.
+#   ./asr.sh --train_set train --valid_set dev --test_sets "test" --asr_config conf/train.yaml
+# Stages (each one skips work that is already done, and says so):
+#   1 data preparation (local/data.sh)       6 training
+#   2 speed perturbation                     7 decoding (--inference_nj jobs per test set)
+#   3 fbank features + global CMVN stats     8 scoring and RESULTS.md
+#   4 filtering by duration / empty text     9 packing the model into one archive
+#   5 tokenizer (sentencepiece)
+set -euo pipefail
+
+help_message="Usage: $0 [--stage N] [--stop_stage M] [--key value ...]; see the variables at the top of $0"
+stage=1                 # first stage to run
+stop_stage=100          # last stage to run
+nj=2                    # parallel jobs for data/feature stages
+inference_nj=2          # parallel decoding jobs per test set
+ngpu=0                  # GPUs for training; >1 launches torchrun DDP
+ddp_cpu_procs=0         # >1: DDP over this many CPU processes (gloo), for testing without GPUs
+data_dir=data
+feats_dir=dump/fbank
+expdir=exp
+train_set=train
+valid_set=dev
+test_sets="test"
+local_data_opts=""      # passed to local/data.sh
+speed_perturb_factors="0.9 1.0 1.1"   # empty: no speed perturbation
+fbank_conf=""           # extra --key value options for compute_fbank
+min_dur=0.3             # seconds; shorter training utterances are dropped (counted)
+max_dur=20.0
+token_type=bpe          # bpe, unigram or char
+nbpe=500
+asr_config=conf/train.yaml
+asr_tag=""              # experiment name; default: from the config file name
+asr_args=""             # extra --key value overrides for training
+inference_config=conf/decode.yaml
+inference_tag=""
+inference_args=""       # extra --key value overrides for decoding
+inference_model=valid.acc.ave.pt   # checkpoint file name under the exp dir
+results_md=RESULTS.md
+pack_dir=packed
+
+template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+. "${template_dir}/utils/log.sh"
+. "${template_dir}/utils/parse_options.sh"
+[ -f ./path.sh ] && . ./path.sh
+[ -f ./cmd.sh ] && . ./cmd.sh
+: "${train_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"
+: "${decode_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"
+
+[ -n "${asr_tag}" ] || asr_tag=$(basename "${asr_config}" .yaml)_${token_type}${nbpe}
+[ -n "${inference_tag}" ] || inference_tag=$(basename "${inference_config}" .yaml)_$(basename "${inference_model}" .pt)
+asr_exp=${expdir}/asr_${asr_tag}
+if [ -n "${speed_perturb_factors}" ]; then train_sp=${train_set}_sp; else train_sp=${train_set}; fi
+token_dir=${data_dir}/token_list/${token_type}${nbpe}
+timing_file=${expdir}/stage_times.tsv
+mkdir -p "${expdir}"
+
+run_stage() {  # run_stage N name: runs stages/N_name.sh when N is in [stage, stop_stage], timed
+    local n=$1 name=$2 t0
+    if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
+    log "stage ${n}: ${name}"
+    t0=$(date +%s)
+    . "${template_dir}/stages/${n}_${name}.sh"
+    printf '%s\t%s\t%d\t%s\n' "$n" "$name" "$(($(date +%s) - t0))" "$(date -Iseconds)" >> "${timing_file}"
+    log "stage ${n}: ${name} done"
+}
+
+run_stage 1 data
+run_stage 2 speed_perturb
+run_stage 3 features
+run_stage 4 filter
+run_stage 5 tokenizer
+run_stage 6 train
+run_stage 7 decode
+run_stage 8 score
+run_stage 9 pack
+log "all requested stages (${stage}..${stop_stage}) finished"

@@ -1,0 +1,8 @@
+# Stage 8: WER/CER of every decoded set (jiwer after the one text normalizer), then RESULTS.md.
+for dset in ${test_sets}; do
+    dir=${asr_exp}/decode_${inference_tag}/${dset}
+    python -m speechllm.bin.score --ref "${feats_dir}/${dset}/text" --hyp "${dir}/text" --out_dir "${dir}/score"
+done
+python -m speechllm.bin.write_results --exp_dir "${expdir}" --out "${results_md}" \
+    --stage_times "${timing_file}" --recipe "$(pwd)"
+log "wrote ${results_md}"

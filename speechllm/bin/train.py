@@ -1,0 +1,140 @@
+"""Train a model for a task with the shared Trainer; the entry point the recipes call.
+
+    python -m speechllm.bin.train --task asr --config conf/train.yaml \
+        --train_data_dir dump/fbank/train_sp --valid_data_dir dump/fbank/dev \
+        --token_list data/token_list/bpe500/tokens.txt --bpemodel data/token_list/bpe500/bpe.model \
+        --exp_dir exp/asr_train --ngpu 0 [--key value ...]
+
+    torchrun --standalone --nproc_per_node 2 -m speechllm.bin.train ... --ngpu 1   # DDP, 1 GPU/process
+
+Any other ``--key value`` overrides the config (dotted keys reach into nested mappings:
+``--encoder_conf.num_blocks 2``). Training resumes from ``EXP/checkpoints/last.pt`` when it exists
+(``--resume false`` starts over). ``--print_config`` prints the resolved config (Trainer defaults
+included) and exits.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+import yaml
+
+import speechllm.tasks.asr
+from speechllm.bin import exit_on_user_error
+from speechllm.train.distributed import cleanup
+from speechllm.train.trainer import NonFiniteLossError, Trainer, resolve_config, set_seed
+from speechllm.utils.config import ConfigError, load_config
+from speechllm.utils.logging_utils import setup_logging
+
+logger = logging.getLogger(__name__)
+
+# task name -> module with build_model(config, vocab_size) -> nn.Module
+TASKS = {"asr": speechllm.tasks.asr}
+
+# Per-task defaults under the recipe config (the recipe's own keys win).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "asr": {"best_model_criterion": [["valid", "acc", "max"]]},
+}
+
+
+def setup_asr(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Callable]:
+    """Tokenizer, train/valid ASRDataset, the model for its vocabulary, and the collate function."""
+    from speechllm.data.dataset import ASRDataset, collate_asr
+    from speechllm.text.tokenizer import Tokenizer
+
+    for name in ("train_data_dir", "valid_data_dir", "token_list", "bpemodel"):
+        if getattr(args, name) is None:
+            raise ConfigError(f"--task asr needs --{name}")
+    tokenizer = Tokenizer(args.bpemodel, args.token_list)
+    train_set = ASRDataset(args.train_data_dir, tokenizer)
+    valid_set = ASRDataset(args.valid_data_dir, tokenizer)
+    model = TASKS["asr"].build_model(config, tokenizer.vocab_size)
+    logger.info("vocabulary %d tokens; %s train and %s valid utterances",
+                tokenizer.vocab_size, f"{len(train_set):,}", f"{len(valid_set):,}")
+    return model, train_set, valid_set, collate_asr
+
+
+# task name -> setup(args, config) -> (model, train_dataset, valid_dataset, collate_fn)
+SETUPS: dict[str, Callable] = {"asr": setup_asr}
+
+
+def _bool(text: str) -> bool:
+    value = yaml.safe_load(text)
+    if not isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The launcher's own arguments; everything else is a ``--key value`` config override."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--config", help="YAML training config (model and Trainer keys)")
+    p.add_argument("--exp_dir", help="where config.yaml, checkpoints/, tensorboard/ and images/ go")
+    p.add_argument("--train_data_dir")
+    p.add_argument("--valid_data_dir")
+    p.add_argument("--token_list", help="tokens.txt (line number = token id)")
+    p.add_argument("--bpemodel", help="sentencepiece model")
+    p.add_argument("--ngpu", type=int, default=None,
+                   help="0: CPU; >0: CUDA, one GPU per process (start N processes with torchrun)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="same as --ngpu 0 / --ngpu 1")
+    p.add_argument("--resume", type=_bool, default=True, help="continue from EXP/checkpoints/last.pt (default true)")
+    p.add_argument("--print_config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def build_config(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """Task defaults <- config file <- overrides <- launcher arguments, resolved with Trainer defaults."""
+    config = {**TASK_DEFAULTS.get(args.task, {}), **load_config(args.config, overrides)}
+    if args.ngpu is not None:
+        config["ngpu"] = args.ngpu
+    elif args.device is not None:
+        config["ngpu"] = 1 if args.device == "cuda" else 0
+    config["resume"] = args.resume
+    config["task"] = args.task
+    for name in ("train_data_dir", "valid_data_dir", "token_list", "bpemodel"):
+        if getattr(args, name) is not None:
+            config[name] = str(getattr(args, name))  # recorded in config.yaml for later stages
+    return resolve_config(config)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, build task data and model, run the Trainer; 0 on success, 1 on bad input."""
+    args, overrides = get_parser().parse_known_args(argv)
+    setup_logging()
+    try:
+        config = build_config(args, overrides)
+        if args.print_config:
+            sys.stdout.write(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+            return 0
+        if not args.exp_dir:
+            raise ConfigError("--exp_dir is required")
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if int(config["ngpu"]) > 1 and world_size == 1:
+            logger.warning("ngpu=%d but one process: training on 1 GPU; launch "
+                           "`torchrun --nproc_per_node %d` for DDP", config["ngpu"], config["ngpu"])
+        # Same seed on every rank here, so every rank builds the same initial weights.
+        set_seed(int(config["seed"]))
+        model, train_set, valid_set, collate_fn = SETUPS[args.task](args, config)
+        n_params = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("model %s: %.2f M parameters (%.2f M trainable)",
+                    type(model).__name__, n_params / 1e6, n_train / 1e6)
+        trainer = Trainer(model, config, args.exp_dir, train_set, valid_set, collate_fn)
+        trainer.run()
+    except (ConfigError, NonFiniteLossError) as e:
+        logger.error("%s", e)
+        return 1
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Exact resume: N steps + resume + N steps gives the same model as 2N steps uninterrupted.
+
+The toy model has dropout, so this only holds if the RNG states are restored too; the crash is
+simulated by the model raising at a chosen training forward call.
+"""
+import pytest
+import torch
+
+from speechllm.train import Trainer
+from speechllm.train.checkpoint import load_checkpoint, last_checkpoint_path
+from trainer_toys import CrashError, ToyDataset, ToyModel, collate_toy, toy_config
+
+
+def train(exp_dir, config, crash_at=None, init_seed=0):
+    torch.manual_seed(init_seed)
+    model = ToyModel(crash_at=crash_at)
+    trainer = Trainer(model, config, exp_dir, ToyDataset(24), ToyDataset(8, seed=1), collate_toy)
+    trainer.run()
+    return trainer
+
+
+def assert_same_model(a, b):
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+def check_resume(tmp_path, config, crash_at, expect_mid_epoch):
+    reference = train(tmp_path / "straight", config)
+    with pytest.raises(CrashError):
+        train(tmp_path / "resumed", config, crash_at=crash_at)
+    ckpt = load_checkpoint(last_checkpoint_path(tmp_path / "resumed"))
+    assert (ckpt["batches_done"] > 0) == expect_mid_epoch
+    assert 0 < ckpt["step"] < reference.step
+    # A different initialisation proves the weights come from the checkpoint.
+    resumed = train(tmp_path / "resumed", config, init_seed=123)
+    assert resumed.step == reference.step
+    assert_same_model(reference, resumed)
+    assert resumed.history == reference.history
+    assert resumed.optimizer.param_groups[0]["lr"] == reference.optimizer.param_groups[0]["lr"]
+
+
+def test_resume_at_epoch_boundary_matches_uninterrupted(tmp_path):
+    # 24 utterances, batch_bins 40 -> 6 batches per epoch; crash at the first batch of epoch 2.
+    check_resume(tmp_path, toy_config(), crash_at=7, expect_mid_epoch=False)
+
+
+def test_resume_mid_epoch_with_accumulation_matches_uninterrupted(tmp_path):
+    # accum_grad 2 -> 3 updates per epoch; last.pt every 2 updates, the one at step 4 is after
+    # batch 2 of epoch 2; the crash comes at batch 4 of epoch 2, so batches 3-4 are redone.
+    config = toy_config(accum_grad=2, save_interval_steps=2)
+    check_resume(tmp_path, config, crash_at=10, expect_mid_epoch=True)
+
+
+def test_more_epochs_after_a_finished_run_match_one_longer_run(tmp_path):
+    reference = train(tmp_path / "straight", toy_config(max_epoch=2))
+    train(tmp_path / "extended", toy_config(max_epoch=1))
+    extended = train(tmp_path / "extended", toy_config(max_epoch=2), init_seed=7)
+    assert_same_model(reference, extended)
+
+
+def test_resume_false_starts_over(tmp_path):
+    first = train(tmp_path, toy_config(max_epoch=1))
+    again = train(tmp_path, toy_config(max_epoch=1, resume=False))
+    assert again.step == first.step  # trained from scratch, not "already done"
