@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Mini synthetic-speech ASR recipe: from nothing to RESULTS.md on a CPU.
+# The corpus is made offline from public-domain KJV verses spoken by Debian TTS voices
+# (see local/data.sh); real human speech test sets are added when $REALSPEECH (db.sh,
+# by default ../shared/data/realspeech beside the repository) exists.
+#   ./run.sh                         # every stage
+#   ./run.sh --stage 6 --stop_stage 8 --asr_args "--max_epoch 2"
+set -euo pipefail
+. ./path.sh
+. ./db.sh
+
+test_sets="test"
+if [ -d "${REALSPEECH}" ]; then
+    test_sets+=" test_real_librivox test_real_librispeech test_real_ljspeech test_real_jfk"
+else
+    echo "run.sh: no real speech at ${REALSPEECH}; only the synthetic test set is scored" >&2
+fi
+
+./asr.sh \
+    --train_set train \
+    --valid_set dev \
+    --test_sets "${test_sets}" \
+    --local_data_opts "--realspeech_dir ${REALSPEECH}" \
+    --asr_config conf/train.yaml \
+    --inference_config conf/decode.yaml \
+    --token_type bpe \
+    --nbpe 300 \
+    "$@"

@@ -1,0 +1,1 @@
+"""Task build paths: config dict -> model. ``speechllm.tasks.asr.build_model`` for ASR."""

@@ -1,0 +1,98 @@
+"""asr_inference CLI: job shares, text/nbest output formats, modes, config handling."""
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from asr_toys import INPUT_SIZE, tiny_config
+from speechllm.bin.asr_inference import main
+from speechllm.tasks.asr import build_model
+from speechllm.text.tokenizer import read_token_list, train_tokenizer
+
+UTTS = {"u1": 60, "u2": 35, "u3": 80, "u4": 20, "u5": 47, "u6": 5}  # u6: too short for 4x subsampling
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A packed-style model dir (config.yaml, model.pt, tokens.txt, tokenizer.model) and a feats dir."""
+    root = tmp_path_factory.mktemp("asr_inference")
+    corpus = root / "corpus.txt"
+    corpus.write_text("hello world\nspeech recognition\nfox and dog\n")
+    spm_model, tokens = train_tokenizer(corpus, root / "model", model_type="char", vocab_size=None)
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = build_model(config, len(read_token_list(tokens)))
+    (root / "model" / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save({"model": model.state_dict(), "epoch": 1}, root / "model" / "model.pt")
+    data = root / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    with kaldiio.WriteHelper(f"ark,scp:{data / 'feats.ark'},{data / 'feats.scp'}") as w:
+        for utt, n in UTTS.items():
+            w(utt, rng.standard_normal((n, INPUT_SIZE)).astype(np.float32))
+    return root / "model", data
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_jobs_split_the_utterances_and_write_text_and_nbest(setup, tmp_path, capfd):
+    model_dir, data = setup
+    for job in (1, 2):
+        rc = main(["--model_dir", str(model_dir), "--data_dir", str(data), "--output_dir", str(tmp_path),
+                   "--job", str(job), "--nj", "2", "--beam_size", "3", "--nbest", "2", "--batch_size", "2"])
+        assert rc == 0
+    ids = [line.split(" ", 1)[0] for j in (1, 2) for line in read_lines(tmp_path / f"text.{j}")]
+    assert ids == sorted(UTTS)  # contiguous shares in id order, each file sorted
+    nbest = [line.split(" ", 3) for j in (1, 2) for line in read_lines(tmp_path / f"nbest.{j}")]
+    for utt in UTTS:
+        rows = [r for r in nbest if r[0] == utt]
+        assert [int(r[1]) for r in rows] == list(range(1, len(rows) + 1))
+        assert 1 <= len(rows) <= 2
+        scores = [float(r[2]) for r in rows]
+        assert scores == sorted(scores, reverse=True)
+    err = capfd.readouterr().err
+    assert "decoded 3 utterances" in err and "RTF" in err
+    assert "1 of 3 utterances too short" in err
+    assert "u6 \n" not in (tmp_path / "text.2").read_text() and "u6" in (tmp_path / "text.2").read_text()
+    assert (tmp_path / "decode_config.yaml").is_file()
+
+
+def test_greedy_ctc_mode_with_training_config_and_checkpoint(setup, tmp_path):
+    model_dir, data = setup
+    rc = main(["--config", str(model_dir / "config.yaml"), "--checkpoint", str(model_dir / "model.pt"),
+               "--token_list", str(model_dir / "tokens.txt"), "--bpemodel", str(model_dir / "tokenizer.model"),
+               "--data_dir", str(data), "--output_dir", str(tmp_path), "--mode", "greedy_ctc"])
+    assert rc == 0
+    assert len(read_lines(tmp_path / "text.1")) == len(UTTS)
+    assert all(line.split(" ", 3)[1] == "1" for line in read_lines(tmp_path / "nbest.1"))
+
+
+def test_decoding_config_file_and_flags_and_print_config(setup, tmp_path, capsys):
+    model_dir, _ = setup
+    conf = tmp_path / "decode.yaml"
+    conf.write_text("beam_size: 7\nctc_weight: 0.5\n")
+    assert main(["--model_dir", str(model_dir), "--config", str(conf), "--ctc_weight", "0.2", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["beam_size"] == 7 and printed["ctc_weight"] == 0.2 and printed["mode"] == "beam"
+
+
+def test_unknown_decoding_option_is_an_error(setup, tmp_path, capsys):
+    model_dir, data = setup
+    conf = tmp_path / "decode.yaml"
+    conf.write_text("beam: 7\n")
+    rc = main(["--model_dir", str(model_dir), "--config", str(conf), "--data_dir", str(data),
+               "--output_dir", str(tmp_path)])
+    assert rc == 1
+    assert "unknown decoding option(s) ['beam']" in capsys.readouterr().err
+
+
+def test_missing_feats_scp_exits_with_message(setup, tmp_path, capsys):
+    model_dir, _ = setup
+    rc = main(["--model_dir", str(model_dir), "--data_dir", str(tmp_path / "nodata"), "--output_dir", str(tmp_path)])
+    assert rc == 1
+    assert "feats.scp" in capsys.readouterr().err
