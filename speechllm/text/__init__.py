@@ -1,0 +1,1 @@
+"""Text side: sentencepiece tokenizer and token list."""
