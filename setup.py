@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "tensorboard",
     "tqdm",
     "matplotlib",
+    "transformers>=4.40",
+    "peft",
 ]
 
 setup(

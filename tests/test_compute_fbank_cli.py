@@ -81,5 +81,5 @@ def test_all_skipped_or_unfinished_share_exits_1_with_message(data_dir: Path, tm
     assert main(["--out_dir", str(tmp_path / "p"), "--combine", "2"]) == 1
     # the message alone (no traceback) is the last line of stderr, after the log lines
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"{tmp_path / 'p' / 'feats.2.scp'}: missing: job 2 of 2 has not finished"
+    assert err[-1] == f"compute_fbank: {tmp_path / 'p' / 'feats.2.scp'}: missing: job 2 of 2 has not finished"
     assert not any("Traceback" in line for line in err)

@@ -1,7 +1,8 @@
 """Command-line entry points: ``python -m speechllm.bin.NAME --help``.
 
-Each module has ``main(argv=None) -> int``. Bad input (``DataDirError``, ``AudioError``)
-ends the program with exit status 1 and just the message, no traceback.
+Each module has ``main(argv=None) -> int``. Bad input (``DataDirError``, ``AudioError``,
+``ConfigError``, a missing file) ends the program with exit status 1 and just the message, no
+traceback.
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Callable
 
 from speechllm.data.audio import AudioError
 from speechllm.data.datadir import DataDirError
+from speechllm.utils.config import ConfigError
 
-USER_ERRORS: tuple[type[Exception], ...] = (DataDirError, AudioError)
+USER_ERRORS: tuple[type[Exception], ...] = (DataDirError, AudioError, ConfigError, FileNotFoundError)
 
 
 def exit_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
@@ -23,7 +25,8 @@ def exit_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as e:
-            print(e, file=sys.stderr)
+            prog = main.__module__.rsplit(".", 1)[-1]
+            print(f"{prog}: {e}", file=sys.stderr)
             return 1
 
     return wrapper

@@ -275,23 +275,19 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, decode this job's share; 1 with a one-line message on bad input."""
     args = get_parser().parse_args(argv)
     setup_logging(args.log_level)
-    try:
-        opts, model_config = resolve_options(args)
-        if args.print_config:
-            print(yaml.safe_dump(opts, sort_keys=False), end="")
-            return 0
-        missing = [f"--{n}" for n in ("data_dir", "output_dir") if getattr(args, n) is None]
-        if missing:
-            raise ConfigError("missing " + ", ".join(missing))
-        if not 1 <= args.job <= args.nj:
-            raise ConfigError(f"--job {args.job} is not in 1..{args.nj}")
-        sources = {k: str(getattr(args, k)) for k in ("model_dir", "asr_config", "checkpoint", "config", "data_dir")
-                   if getattr(args, k) is not None}
-        save_config({**opts, **sources}, args.output_dir / "decode_config.yaml")
-        decode(args, opts, model_config)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"asr_inference: {e}", file=sys.stderr)
-        return 1
+    opts, model_config = resolve_options(args)
+    if args.print_config:
+        print(yaml.safe_dump(opts, sort_keys=False), end="")
+        return 0
+    missing = [f"--{n}" for n in ("data_dir", "output_dir") if getattr(args, n) is None]
+    if missing:
+        raise ConfigError("missing " + ", ".join(missing))
+    if not 1 <= args.job <= args.nj:
+        raise ConfigError(f"--job {args.job} is not in 1..{args.nj}")
+    sources = {k: str(getattr(args, k)) for k in ("model_dir", "asr_config", "checkpoint", "config", "data_dir")
+               if getattr(args, k) is not None}
+    save_config({**opts, **sources}, args.output_dir / "decode_config.yaml")
+    decode(args, opts, model_config)
     return 0
 
 

@@ -22,7 +22,8 @@ import torch
 
 import speechllm
 from speechllm.utils.git import git_commit
-from speechllm.utils.config import ConfigError, load_yaml, save_config
+from speechllm.bin import exit_on_user_error
+from speechllm.utils.config import load_yaml, save_config
 from speechllm.utils.logging_utils import setup_logging
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def unpack(archive: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_dir", type=Path)
@@ -93,19 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", type=Path)
     args = parser.parse_args(argv)
     setup_logging()
-    try:
-        if args.unpack:
-            if args.out_dir is None:
-                parser.error("--unpack needs --out_dir")
-            unpack(args.unpack, args.out_dir)
-        else:
-            missing = [n for n in ("exp_dir", "checkpoint", "token_dir", "out") if getattr(args, n) is None]
-            if missing:
-                parser.error("missing " + ", ".join("--" + n for n in missing))
-            pack(args.exp_dir, args.checkpoint, args.token_dir, args.out)
-    except (FileNotFoundError, ConfigError) as e:
-        print(f"pack_model: {e}", file=sys.stderr)
-        return 1
+    if args.unpack:
+        if args.out_dir is None:
+            parser.error("--unpack needs --out_dir")
+        unpack(args.unpack, args.out_dir)
+    else:
+        missing = [n for n in ("exp_dir", "checkpoint", "token_dir", "out") if getattr(args, n) is None]
+        if missing:
+            parser.error("missing " + ", ".join("--" + n for n in missing))
+        pack(args.exp_dir, args.checkpoint, args.token_dir, args.out)
     return 0
 
 
