@@ -154,7 +154,7 @@ def to_markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", type=Path, default=ROOT / "egs/mini_synth/asr1")
-    p.add_argument("--exp", default="exp/asr_train_bpe300", help="experiment dir inside the recipe")
+    p.add_argument("--exp", default="exp/asr_train_bpe200", help="experiment dir inside the recipe")
     p.add_argument("--train_steps", type=int, default=20)
     p.add_argument("--decode_utts", type=int, default=48, help="test utterances decoded per setting")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])

@@ -34,7 +34,7 @@ def test_every_stage_runs_and_writes_results(tmp_path):
         "--results_md", f"{out}/RESULTS.md", "--pack_dir", f"{out}/packed",
         "--local_data_opts", f"--tiny true --audio_dir {out}/audio --realspeech_dir {out}/no_realspeech",
         "--test_sets", "test", "--token_type", "char", "--nbpe", "40",
-        "--min_dur", "0.1", "--asr_args", TINY_MODEL, "--inference_args", "--beam_size 2 --batch_size 4",
+        "--min_dur", "0.1", "--speed_perturb_factors", "0.9 1.0 1.1", "--asr_args", TINY_MODEL, "--inference_args", "--beam_size 2 --batch_size 4",
     ]
     proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -11,12 +11,15 @@ The model comes from ``--model_dir`` (its ``config.yaml``; ``model.pt``, ``token
 ``--print_config``); without ``--model_dir``/``--asr_config`` it may instead be the training
 config itself. Command-line flags override the YAML.
 
-Job ``J`` of ``N`` decodes the J-th contiguous share (1-based) of the utterances of
-``feats.scp`` in id order, batched longest first, and writes
+The data dir is read as the model was trained (the training config's ``input``): matrices of
+``feats.scp`` (``fbank``, ``dumped``), or audio of ``wav.scp`` + ``segments`` (``raw``).
+Job ``J`` of ``N`` decodes the J-th contiguous share (1-based) of its utterances in id order,
+batched longest first, and writes
   ``output_dir/text.J``   ``utt_id hypothesis``           (1-best, sorted by id)
   ``output_dir/nbest.J``  ``utt_id rank score hypothesis`` (rank from 1, score = search log score)
 The last log line reports the real-time factor: decoding seconds / audio seconds, with audio
-seconds = frames x 10 ms.
+seconds = frames x 10 ms (fbank), frames / frame_rate of ``dump_info.yaml`` (dumped features) or
+samples / sample rate (raw audio).
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import kaldiio
 import numpy as np
@@ -34,11 +38,13 @@ import yaml
 from tqdm import tqdm
 
 from speechllm.bin import exit_on_user_error
-from speechllm.data.datadir import read_feats_scp, read_utt2num_frames
+from speechllm.data.audio import AudioError, compute_utt2dur
+from speechllm.data.dataset import pad_sequences
+from speechllm.data.datadir import DataDirAudio, read_feats_scp, read_utt2dur, read_utt2num_frames
 from speechllm.data.fix_datadir import share_of
 from speechllm.search.beam_search import batch_beam_search
 from speechllm.search.greedy_ctc import greedy_ctc
-from speechllm.tasks.asr import build_model
+from speechllm.tasks.asr import build_model, resolve_input
 from speechllm.text.tokenizer import Tokenizer
 from speechllm.train.checkpoint import load_model_state_dict
 from speechllm.utils.config import ConfigError, atomic_write_text, load_yaml, save_config
@@ -146,14 +152,20 @@ def _first_existing(*paths: Path | None) -> Path | None:
     return next((p for p in paths if p is not None and p.is_file()), None)
 
 
-def load_model(args: argparse.Namespace, model_config: dict | None, vocab_size: int) -> torch.nn.Module:
-    """Build the model from its training config and load the checkpoint weights."""
+def resolve_model_config(args: argparse.Namespace, model_config: dict | None) -> dict:
+    """The training config: ``--asr_config``, ``--model_dir/config.yaml`` or the one given as ``--config``."""
     if args.asr_config is not None:
         model_config = load_yaml(args.asr_config)
     elif args.model_dir is not None:
         model_config = load_yaml(args.model_dir / "config.yaml")
     if model_config is None:
         raise ConfigError("no model: give --model_dir, --asr_config, or a training config as --config")
+    return model_config
+
+
+def load_model(args: argparse.Namespace, model_config: dict | None, vocab_size: int) -> torch.nn.Module:
+    """Build the model from its training config and load the checkpoint weights."""
+    model_config = resolve_model_config(args, model_config)
     ckpt = args.checkpoint or (args.model_dir / "model.pt" if args.model_dir else None)
     if ckpt is None or not ckpt.is_file():
         raise ConfigError(f"checkpoint {ckpt} not found (give --checkpoint)")
@@ -192,11 +204,54 @@ def utterance_lengths(data_dir: Path, feats: dict[str, str], utts: list[str]) ->
 
 
 def _batch_tensors(mats: list[np.ndarray], device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    lens = torch.tensor([m.shape[0] for m in mats])
-    x = torch.zeros(len(mats), int(lens.max()), mats[0].shape[1])
-    for i, m in enumerate(mats):
-        x[i, : m.shape[0]] = torch.from_numpy(np.array(m, dtype=np.float32))  # a copy: kaldiio arrays may be read-only
+    # np.array copies: kaldiio arrays may be read-only; [T, D] matrices or [S] waveforms
+    x, lens = pad_sequences([torch.from_numpy(np.array(m, dtype=np.float32)) for m in mats])
     return x.to(device), lens.to(device)
+
+
+@dataclass
+class DecodeInputs:
+    """What one job decodes: ``load(utt)`` gives ``[T, D]`` features or ``[S]`` samples;
+    ``lengths`` are in the same units, ``seconds_per_unit`` turns them into audio seconds."""
+
+    utt_ids: list[str]
+    load: Callable[[str], np.ndarray]
+    lengths: dict[str, int]
+    seconds_per_unit: float
+
+
+def feature_inputs(data_dir: Path, nj: int, job: int) -> DecodeInputs:
+    """This job's share of ``feats.scp``: fbank (10 ms frames) or dumped encoder features (their
+    ``dump_info.yaml`` gives the frame rate)."""
+    feats = read_feats_scp(data_dir / "feats.scp")
+    utts = share_of(sorted(feats), nj, job)
+    frame_s = FRAME_SHIFT_S
+    if (data_dir / "dump_info.yaml").is_file():
+        rate = load_yaml(data_dir / "dump_info.yaml").get("frame_rate")
+        frame_s = 1.0 / float(rate) if rate else frame_s
+    return DecodeInputs(utts, lambda u: kaldiio.load_mat(feats[u]), utterance_lengths(data_dir, feats, utts), frame_s)
+
+
+def audio_inputs(data_dir: Path, nj: int, job: int, sample_rate: int) -> DecodeInputs:
+    """This job's share of ``wav.scp`` (+ ``segments``) as raw audio at ``sample_rate``."""
+    audio = DataDirAudio(data_dir, expected_sr=sample_rate)
+    utts = share_of(audio.utt_ids(), nj, job)
+    durs = read_utt2dur(data_dir / "utt2dur") if (data_dir / "utt2dur").is_file() else {}
+    missing = [u for u in utts if u not in durs]
+    if missing:  # segment bounds, or audio headers (no segments: utterance = recording)
+        segs = {u: audio.segments[u] for u in missing} if audio.segments is not None else None
+        measured, _ = compute_utt2dur({u: audio.wav[u][1] for u in missing} if segs is None else {}, segs)
+        durs = {**durs, **measured}
+    # an unmeasurable utterance sorts last; loading it raises the AudioError that names it
+    lengths = {u: round(durs.get(u, 0.0) * sample_rate) for u in utts}
+
+    def load(utt: str) -> np.ndarray:
+        try:
+            return audio.load(utt)[0]
+        except AudioError as e:
+            raise AudioError(f"{audio.where(utt)}: {e}") from None
+
+    return DecodeInputs(utts, load, lengths, 1.0 / sample_rate)
 
 
 def load_tokenizer(args: argparse.Namespace) -> Tokenizer:
@@ -215,15 +270,22 @@ def load_tokenizer(args: argparse.Namespace) -> Tokenizer:
         raise ConfigError(str(e)) from None
 
 
-def decode_utterances(model: torch.nn.Module, feats: dict[str, str], order: list[str], opts: dict,
-                      job_name: str) -> tuple[dict[str, Hypotheses], list[str]]:
-    """N-best lists of ``order`` (in batches of ``batch_size``), and the utterances too short to encode."""
+def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, order: list[str], opts: dict,
+                      job_name: str, load: Callable[[str], np.ndarray] | None = None,
+                      ) -> tuple[dict[str, Hypotheses], list[str]]:
+    """N-best lists of ``order`` (in batches of ``batch_size``), and the utterances too short to encode.
+
+    Each utterance is ``load(utt)`` (features ``[T, D]`` or samples ``[S]``); by default the
+    matrix ``feats[utt]`` of a ``feats.scp``.
+    """
+    if load is None:
+        load = lambda u: kaldiio.load_mat(feats[u])  # noqa: E731
     results: dict[str, list[tuple[list[int], float]]] = {}
     too_short: list[str] = []
     with torch.no_grad(), tqdm(total=len(order), desc=f"decode {job_name}", unit="utt") as bar:
         for i in range(0, len(order), opts["batch_size"]):
             batch = order[i : i + opts["batch_size"]]
-            x, x_lens = _batch_tensors([kaldiio.load_mat(feats[u]) for u in batch], opts["device"])
+            x, x_lens = _batch_tensors([load(u) for u in batch], opts["device"])
             enc, enc_lens = model.encode(x, x_lens)
             ok = (enc_lens > 0).tolist()  # shorter than the subsampling window: no frame to decode
             too_short += [u for u, good in zip(batch, ok) if not good]
@@ -249,23 +311,27 @@ def write_outputs(output_dir: Path, job: int, results: dict, tokenizer: Tokenize
 
 
 def decode(args: argparse.Namespace, opts: dict, model_config: dict | None) -> None:
-    """Decode this job's share of ``feats.scp`` and write ``text.JOB`` / ``nbest.JOB``."""
+    """Decode this job's share of the data dir and write ``text.JOB`` / ``nbest.JOB``."""
     tokenizer = load_tokenizer(args)
+    model_config = resolve_model_config(args, model_config)
     model = load_model(args, model_config, tokenizer.vocab_size).to(opts["device"])
     _adapt_ctc_weight(model, opts)
-    feats = read_feats_scp(args.data_dir / "feats.scp")
-    utts = share_of(sorted(feats), args.nj, args.job)
-    lengths = utterance_lengths(args.data_dir, feats, utts)
-    order = sorted(utts, key=lambda u: -lengths[u])  # similar lengths batch together: less padding
+    if resolve_input(model_config) == "raw":
+        sample_rate = int((model_config.get("input_conf") or {}).get("sample_rate", 16000))
+        inputs = audio_inputs(args.data_dir, args.nj, args.job, sample_rate)
+    else:
+        inputs = feature_inputs(args.data_dir, args.nj, args.job)
+    lengths = inputs.lengths
+    order = sorted(inputs.utt_ids, key=lambda u: -lengths[u])  # similar lengths batch together: less padding
 
     start = time.perf_counter()
-    results, too_short = decode_utterances(model, feats, order, opts, f"job {args.job}/{args.nj}")
+    results, too_short = decode_utterances(model, None, order, opts, f"job {args.job}/{args.nj}", load=inputs.load)
     elapsed = time.perf_counter() - start
     write_outputs(args.output_dir, args.job, results, tokenizer)
     if too_short:
         log.warning("%d of %d utterances too short for the encoder (empty hypotheses): %s",
                     len(too_short), len(results), " ".join(too_short[:10]))
-    audio_s = sum(lengths.values()) * FRAME_SHIFT_S
+    audio_s = sum(lengths.values()) * inputs.seconds_per_unit
     log.info("decoded %d utterances (%.1f s of audio) in %.1f s (reading + decoding) on %s: RTF %.4f",
              len(results), audio_s, elapsed, opts["device"], elapsed / max(audio_s, 1e-9))
 

@@ -24,18 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import kaldiio
-import numpy as np
 from tqdm import tqdm
 
 from speechllm.bin import exit_on_user_error
-from speechllm.data.audio import AudioError, cut_segment, is_pipe, load_audio
+from speechllm.data.audio import AudioError
 from speechllm.data.datadir import (
+    DataDirAudio,
     DataDirError,
-    Segment,
-    parse_nonempty,
     read_feats_scp,
-    read_segments,
-    read_table,
     read_utt2dur,
     read_utt2num_frames,
     write_feats_scp,
@@ -59,42 +55,6 @@ class FbankJobResult:
     skip_kinds: Counter = field(default_factory=Counter)
 
 
-class _AudioReader:
-    """Load utterances of a data dir; a piped recording is run once for all its segments."""
-
-    def __init__(self, data_dir: Path, expected_sr: int | None):
-        self.wav_path = data_dir / "wav.scp"
-        self.wav = read_table(self.wav_path, parse_nonempty)  # {rec: (line, entry)}
-        seg_path = data_dir / "segments"
-        self.segments: dict[str, Segment] | None = read_segments(seg_path) if seg_path.is_file() else None
-        self.expected_sr = expected_sr
-        self._cached: tuple[str, np.ndarray, int] | None = None  # (rec, whole wave, sr) of the last pipe
-
-    def utt_ids(self) -> list[str]:
-        return sorted(self.segments if self.segments is not None else self.wav)
-
-    def where(self, utt: str) -> str:
-        """``wav.scp:LINE`` of the utterance's recording."""
-        rec = self.segments[utt].rec_id if self.segments is not None else utt
-        line = self.wav[rec][0] if rec in self.wav else "?"
-        return f"{self.wav_path}:{line}"
-
-    def load(self, utt: str) -> tuple[np.ndarray, int]:
-        if self.segments is None:
-            return load_audio(self.wav[utt][1], expected_sr=self.expected_sr)
-        seg = self.segments[utt]
-        if seg.rec_id not in self.wav:
-            raise AudioError(f"recording '{seg.rec_id}' is not in wav.scp")
-        entry = self.wav[seg.rec_id][1]
-        if not is_pipe(entry):  # plain files are read by seeking, no cache needed
-            return load_audio(entry, segment=(seg.start, seg.end), expected_sr=self.expected_sr)
-        if self._cached is None or self._cached[0] != seg.rec_id:
-            wave, sr = load_audio(entry, expected_sr=self.expected_sr)
-            self._cached = (seg.rec_id, wave, sr)
-        _, wave, sr = self._cached
-        return cut_segment(wave, sr, (seg.start, seg.end), f"recording '{seg.rec_id}'"), sr
-
-
 def compute_fbank_job(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -112,7 +72,7 @@ def compute_fbank_job(
     data_dir, out = Path(data_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fbank_opts = dict(fbank_opts or {})
-    reader = _AudioReader(data_dir, expected_sr)
+    reader = DataDirAudio(data_dir, expected_sr)
     utts = share_of(reader.utt_ids(), nj, job)
     result, frames, durs = FbankJobResult(), {}, {}
     ark = (out / f"feats.{job}.ark").resolve()  # absolute: feats.scp stays valid from any cwd

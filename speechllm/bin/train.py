@@ -31,7 +31,8 @@ from speechllm.utils.logging_utils import setup_logging
 
 logger = logging.getLogger(__name__)
 
-# task name -> module with build_model(config, vocab_size) -> nn.Module
+# task name -> module with build_model(config, vocab_size) -> nn.Module (the asr one also has
+# build_dataset(config, data_dir, tokenizer), which reads features or raw audio by ``input``)
 TASKS = {"asr": speechllm.tasks.asr}
 
 # Per-task defaults under the recipe config (the recipe's own keys win).
@@ -41,16 +42,18 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def setup_asr(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Callable]:
-    """Tokenizer, train/valid ASRDataset, the model for its vocabulary, and the collate function."""
-    from speechllm.data.dataset import ASRDataset, collate_asr
+    """Tokenizer, train/valid datasets (features or raw audio, by the config's ``input``), the
+    model for its vocabulary, and the collate function."""
+    from speechllm.data.dataset import collate_asr
     from speechllm.text.tokenizer import Tokenizer
 
     for name in ("train_data_dir", "valid_data_dir", "token_list", "bpemodel"):
         if getattr(args, name) is None:
             raise ConfigError(f"--task asr needs --{name}")
     tokenizer = Tokenizer(args.bpemodel, args.token_list)
-    train_set = ASRDataset(args.train_data_dir, tokenizer)
-    valid_set = ASRDataset(args.valid_data_dir, tokenizer)
+    config["input"] = TASKS["asr"].resolve_input(config)  # explicit in config.yaml, for decoding
+    train_set = TASKS["asr"].build_dataset(config, args.train_data_dir, tokenizer)
+    valid_set = TASKS["asr"].build_dataset(config, args.valid_data_dir, tokenizer)
     model = TASKS["asr"].build_model(config, tokenizer.vocab_size)
     logger.info("vocabulary %d tokens; %s train and %s valid utterances",
                 tokenizer.vocab_size, f"{len(train_set):,}", f"{len(valid_set):,}")

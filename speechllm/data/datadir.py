@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple
 
-from speechllm.data.audio import AudioError, is_pipe, load_audio
+import numpy as np
+
+from speechllm.data.audio import AudioError, cut_segment, is_pipe, load_audio
 from speechllm.utils.config import atomic_write_text
 
 PathLike = str | os.PathLike
@@ -407,6 +409,60 @@ def write_data_dir(dd: DataDir, path: PathLike) -> None:
         write_spk2utt(path / "spk2utt", utt2spk_to_spk2utt(dd.utt2spk))
     elif (path / "spk2utt").exists():
         (path / "spk2utt").unlink()
+
+
+# ----------------------------------------------------------------------------------------
+# The audio of a data dir's utterances
+# ----------------------------------------------------------------------------------------
+class DataDirAudio:
+    """Load utterances of a data dir from ``wav.scp`` (cut by ``segments`` when present).
+
+    A piped recording is run once for all its consecutive segments (the last one is cached),
+    so reading in id order, as the dump jobs do, decodes each piped recording once; random
+    access (training) may run a pipe once per segment. ``where(utt)`` names the ``wav.scp``
+    line for error messages.
+    """
+
+    def __init__(self, data_dir: PathLike, expected_sr: int | None = None):
+        data_dir = Path(data_dir)
+        self.wav_path = data_dir / "wav.scp"
+        self.wav = read_table(self.wav_path, parse_nonempty)  # {rec: (line, entry)}
+        seg_path = data_dir / "segments"
+        self.segments: dict[str, Segment] | None = read_segments(seg_path) if seg_path.is_file() else None
+        self.expected_sr = expected_sr
+        self._cached: tuple[str, np.ndarray, int] | None = None  # (rec, whole wave, sr) of the last pipe
+
+    def utt_ids(self) -> list[str]:
+        """Sorted utterance ids (segments, or the recordings themselves)."""
+        return sorted(self.segments if self.segments is not None else self.wav)
+
+    def where(self, utt: str) -> str:
+        """``wav.scp:LINE`` of the utterance's recording."""
+        rec = self.segments[utt].rec_id if self.segments is not None else utt
+        line = self.wav[rec][0] if rec in self.wav else "?"
+        return f"{self.wav_path}:{line}"
+
+    def load(self, utt: str) -> tuple[np.ndarray, int]:
+        """``(samples, sample_rate)`` of utterance ``utt``; raises ``AudioError``."""
+        if self.segments is None:
+            return load_audio(self.wav[utt][1], expected_sr=self.expected_sr)
+        seg = self.segments[utt]
+        if seg.rec_id not in self.wav:
+            raise AudioError(f"recording '{seg.rec_id}' is not in wav.scp")
+        entry = self.wav[seg.rec_id][1]
+        if not is_pipe(entry):  # plain files are read by seeking, no cache needed
+            return load_audio(entry, segment=(seg.start, seg.end), expected_sr=self.expected_sr)
+        if self._cached is None or self._cached[0] != seg.rec_id:
+            wave, sr = load_audio(entry, expected_sr=self.expected_sr)
+            self._cached = (seg.rec_id, wave, sr)
+        _, wave, sr = self._cached
+        return cut_segment(wave, sr, (seg.start, seg.end), f"recording '{seg.rec_id}'"), sr
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers get a copy: no need to ship a cached recording along
+        state = self.__dict__.copy()
+        state["_cached"] = None
+        return state
 
 
 # ----------------------------------------------------------------------------------------

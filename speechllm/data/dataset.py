@@ -1,8 +1,14 @@
-"""ASR dataset over a data dir: features from ``feats.scp`` (kaldiio) + token ids from ``text``.
+"""ASR datasets over a data dir: token ids from ``text`` plus either features or raw audio.
 
-Matrices are read lazily, one random access per item, so a dataset over a large
-``feats.scp`` costs only its index in memory. Utterances that have features but no
-transcript (or a transcript but no features) are left out, counted and logged.
+* :class:`ASRDataset`: matrices ``[T, D]`` from ``feats.scp`` (kaldiio): fbank, or encoder
+  features dumped by ``dump_encoder_features``. ``lengths`` are frames.
+* :class:`RawAudioDataset`: waveforms ``[S]`` from ``wav.scp`` (+ ``segments``), for encoders
+  that take audio in the graph. ``lengths`` are samples; ``length_per_bin`` (samples per
+  10 ms) lets the Trainer count ``batch_bins`` in 10 ms frames for both kinds.
+
+Items are read lazily, one random access per item, so a dataset costs only its index in
+memory. Utterances that have audio/features but no transcript (or the reverse) are left
+out, counted and logged. :func:`collate_asr` pads either kind into the batch contract.
 """
 from __future__ import annotations
 
@@ -16,7 +22,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from speechllm.data.datadir import DataDirError, read_feats_scp, read_text, read_utt2num_frames
+from speechllm.data.audio import AudioError, compute_utt2dur
+from speechllm.data.datadir import (
+    DataDirAudio,
+    DataDirError,
+    read_feats_scp,
+    read_text,
+    read_utt2dur,
+    read_utt2num_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,24 +121,109 @@ class ASRDataset(Dataset):
         self._fd_dict = None
 
 
+class RawAudioDataset(Dataset):
+    """Items ``{"utt_id": str, "feats": FloatTensor[S], "ys": LongTensor[L]}``: 16 kHz (or
+    ``sample_rate``) mono samples in [-1, 1] read with :func:`speechllm.data.audio.load_audio`.
+
+    Args:
+        data_dir: a data dir with ``wav.scp`` (+ ``segments``), ``text`` and ideally ``utt2dur``.
+        tokenizer: anything with ``encode(text) -> list[int]``.
+        sample_rate: the rate the encoder expects; audio at another rate is an error when read
+            (no silent resampling).
+
+    Attributes:
+        utt_ids: sorted utterance ids (those with both audio and text).
+        lengths: samples per utterance, ``round(utt2dur * sample_rate)``; without ``utt2dur``
+            the durations are measured (segment bounds, or audio headers). Used for bucketing
+            only, so a rounding difference to the decoded length does not matter.
+        length_per_bin: samples per 10 ms frame: ``batch_bins`` counts 10 ms frames for raw
+            audio as for fbank, so one ``batch_bins`` value means the same seconds per batch.
+        num_missing_text, num_missing_audio: utterances left out, and why.
+    """
+
+    FRAME_SHIFT_S = 0.01
+
+    def __init__(self, data_dir: str | os.PathLike, tokenizer: TextEncoder, sample_rate: int = 16000):
+        data_dir = Path(data_dir)
+        self.tokenizer = tokenizer
+        self.sample_rate = int(sample_rate)
+        self.length_per_bin = max(1, round(self.sample_rate * self.FRAME_SHIFT_S))
+        self.audio = DataDirAudio(data_dir, expected_sr=self.sample_rate)
+        have_audio = set(self.audio.utt_ids())
+        text = read_text(data_dir / "text")
+        self.utt_ids = sorted(have_audio & set(text))
+        self.num_missing_text = len(have_audio - set(text))
+        self.num_missing_audio = len(set(text) - have_audio)
+        if self.num_missing_text or self.num_missing_audio:
+            logger.warning(
+                "%s: skipped %s of %s utterances (%s with audio but no text, %s in text without audio)",
+                data_dir, f"{self.num_missing_text + self.num_missing_audio:,}", f"{len(have_audio | set(text)):,}",
+                f"{self.num_missing_text:,}", f"{self.num_missing_audio:,}",
+            )
+        if not self.utt_ids:
+            raise DataDirError(data_dir / "wav.scp", None, f"no utterance has both audio and text in {data_dir / 'text'}")
+        self._texts = [text[u] for u in self.utt_ids]
+        self.lengths = [max(1, round(d * self.sample_rate)) for d in self._durations(data_dir)]
+
+    def _durations(self, data_dir: Path) -> list[float]:
+        path = data_dir / "utt2dur"
+        if path.is_file():
+            durs = read_utt2dur(path)
+            missing = [u for u in self.utt_ids if u not in durs]
+            if not missing:
+                return [durs[u] for u in self.utt_ids]
+            logger.warning("%s lacks %s utterances (e.g. '%s'); measuring the audio instead",
+                           path, f"{len(missing):,}", missing[0])
+        logger.info("no usable utt2dur: measuring %s utterances", f"{len(self.utt_ids):,}")
+        wav = {rec: entry for rec, (_, entry) in self.audio.wav.items()}
+        durs, failures = compute_utt2dur(wav, self.audio.segments)
+        bad = [u for u in self.utt_ids if u in failures or u not in durs]
+        if bad:
+            why = failures.get(bad[0], "not in wav.scp")
+            raise DataDirError(path.parent / "wav.scp", None, f"cannot measure '{bad[0]}': {why}")
+        return [durs[u] for u in self.utt_ids]
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        utt = self.utt_ids[index]
+        try:
+            wave, _ = self.audio.load(utt)
+        except AudioError as e:  # name the wav.scp line: the DataLoader traceback would not
+            raise AudioError(f"{self.audio.where(utt)}: {e}") from None
+        return {
+            "utt_id": utt,
+            "feats": torch.from_numpy(wave),
+            "ys": torch.tensor(self.tokenizer.encode(self._texts[index]), dtype=torch.long),
+        }
+
+
+def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0.0,
+                  dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad tensors along their first axis: ``[N_i, *rest]`` -> ``([B, max N, *rest], lengths[B])``.
+
+    Works for feature matrices ``[T, D]``, waveforms ``[S]`` and token ids ``[L]`` alike.
+    """
+    lens = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lens.max()), *seqs[0].shape[1:]), value, dtype=dtype or seqs[0].dtype)
+    for b, s in enumerate(seqs):
+        out[b, : s.shape[0]] = s
+    return out, lens
+
+
 def collate_asr(items: Sequence[dict]) -> dict:
     """Batch dataset items (order kept) into the batch contract of docs/architecture.md.
 
     Returns:
-        ``{"utt_ids": list[str], "feats": FloatTensor[B, T, D]`` (zero padded),
-        ``"feats_lens": LongTensor[B], "ys": LongTensor[B, L]`` (padded with ``IGNORE_ID``),
-        ``"ys_lens": LongTensor[B]}``.
+        ``{"utt_ids": list[str], "feats": FloatTensor[B, T, D]`` (zero padded; ``[B, S]`` for
+        raw-audio items), ``"feats_lens": LongTensor[B], "ys": LongTensor[B, L]`` (padded
+        with ``IGNORE_ID``), ``"ys_lens": LongTensor[B]}``.
     """
     if not items:
         raise ValueError("collate_asr: empty batch")
-    feats_lens = torch.tensor([it["feats"].shape[0] for it in items], dtype=torch.long)
-    ys_lens = torch.tensor([it["ys"].shape[0] for it in items], dtype=torch.long)
-    dim = items[0]["feats"].shape[1]
-    feats = torch.zeros(len(items), int(feats_lens.max()), dim, dtype=torch.float32)
-    ys = torch.full((len(items), int(ys_lens.max())), IGNORE_ID, dtype=torch.long)
-    for b, it in enumerate(items):
-        feats[b, : feats_lens[b]] = it["feats"]
-        ys[b, : ys_lens[b]] = it["ys"]
+    feats, feats_lens = pad_sequences([it["feats"] for it in items], 0.0, torch.float32)
+    ys, ys_lens = pad_sequences([it["ys"] for it in items], IGNORE_ID, torch.long)
     return {
         "utt_ids": [it["utt_id"] for it in items],
         "feats": feats,

@@ -12,6 +12,9 @@ Config keys (ESPnet style; other top-level keys, e.g. the Trainer's, are ignored
     normalize_conf: {stats_file: dump/fbank/train_sp/cmvn.json}
     specaug: true                  # true/false (or the name "specaug")
     specaug_conf: {num_time_masks: 2, ...}
+    input: fbank                   # what the datasets read, a key of INPUTS; default from the
+                                   # encoder's input_kind (waveform -> raw, else fbank)
+    input_conf: {sample_rate: 16000}   # raw only
 """
 from __future__ import annotations
 
@@ -76,6 +79,24 @@ def _specaug_name(value: Any) -> str | None:
     return "specaug" if value is True else value
 
 
+def build_encoder(config: dict) -> nn.Module:
+    """``ENCODERS[config["encoder"]](input_size=config["input_size"], **config["encoder_conf"])``."""
+    input_size = int(config.get("input_size", 80))
+    encoder_cls = _lookup(ENCODERS, "encoder", config.get("encoder", "conformer"))
+    return _construct(encoder_cls, "encoder_conf", config.get("encoder_conf"), input_size=input_size)
+
+
+def build_normalize(config: dict, cmvn_stats_path: str | os.PathLike | None = None) -> nn.Module | None:
+    """The feature normalization named by ``normalize`` (None when off); ``cmvn_stats_path``
+    replaces ``normalize_conf.stats_file``."""
+    if not config.get("normalize"):
+        return None
+    normalize_conf = dict(config.get("normalize_conf") or {})
+    if cmvn_stats_path is not None:
+        normalize_conf["stats_file"] = str(cmvn_stats_path)
+    return _construct(_lookup(NORMALIZERS, "normalize", config["normalize"]), "normalize_conf", normalize_conf)
+
+
 def build_model(config: dict, vocab_size: int, cmvn_stats_path: str | os.PathLike | None = None) -> CTCAttentionModel:
     """Build the ASR model described by ``config`` for a vocabulary of ``vocab_size`` tokens.
 
@@ -84,10 +105,7 @@ def build_model(config: dict, vocab_size: int, cmvn_stats_path: str | os.PathLik
     ``cmvn_stats_path``, when given, replaces ``normalize_conf.stats_file`` (e.g. the copy inside
     a packed model directory).
     """
-    input_size = int(config.get("input_size", 80))
-    encoder_cls = _lookup(ENCODERS, "encoder", config.get("encoder", "conformer"))
-    encoder = _construct(encoder_cls, "encoder_conf", config.get("encoder_conf"), input_size=input_size)
-
+    encoder = build_encoder(config)
     model_conf = dict(config.get("model_conf") or {})
     ctc_weight = float(model_conf.get("ctc_weight", 0.3))
     decoder = None
@@ -96,13 +114,7 @@ def build_model(config: dict, vocab_size: int, cmvn_stats_path: str | os.PathLik
         decoder = _construct(decoder_cls, "decoder_conf", config.get("decoder_conf"),
                              vocab_size=vocab_size, encoder_output_size=encoder.output_size())
 
-    normalize = None
-    if config.get("normalize"):
-        normalize_conf = dict(config.get("normalize_conf") or {})
-        if cmvn_stats_path is not None:
-            normalize_conf["stats_file"] = str(cmvn_stats_path)
-        normalize = _construct(_lookup(NORMALIZERS, "normalize", config["normalize"]), "normalize_conf", normalize_conf)
-
+    normalize = build_normalize(config, cmvn_stats_path)
     specaug = None
     name = _specaug_name(config.get("specaug"))
     if name is not None:
@@ -110,3 +122,64 @@ def build_model(config: dict, vocab_size: int, cmvn_stats_path: str | os.PathLik
 
     return _construct(CTCAttentionModel, "model_conf", model_conf, vocab_size=vocab_size, encoder=encoder,
                       decoder=decoder, normalize=normalize, specaug=specaug)
+
+
+# ----------------------------------------------------------------------------------------
+# What the model reads: the ``input`` key
+# ----------------------------------------------------------------------------------------
+# fbank:  feats.scp matrices [T, 80] of the data dir (stage 3), the encoder's input_kind "fbank"
+# raw:    wav.scp (+ segments) waveforms [S], the encoder runs on audio in the graph ("waveform")
+# dumped: feats.scp matrices [T, D] written by dump_encoder_features (stage 3b), read like fbank;
+#         the dir's dump_info.yaml is checked against input_size (encoder: precomputed)
+INPUTS = ("fbank", "raw", "dumped")
+
+
+def resolve_input(config: dict) -> str:
+    """The ``input`` of ``config``, or the default for its encoder; checks that the pieces fit.
+
+    Raw audio goes straight into the encoder, so ``normalize``/``specaug`` (which work on
+    ``[B, T, D]`` features) must be off; a waveform encoder cannot read feature matrices.
+    """
+    encoder_cls = _lookup(ENCODERS, "encoder", config.get("encoder", "conformer"))
+    kind = getattr(encoder_cls, "input_kind", "fbank")
+    name = config.get("input") or ("raw" if kind == "waveform" else "fbank")
+    if name not in INPUTS:
+        raise ConfigError(f"input: unknown choice {name!r}; choose one of {list(INPUTS)}")
+    if (name == "raw") != (kind == "waveform"):
+        wants = "raw" if kind == "waveform" else "fbank or dumped"
+        raise ConfigError(f"input: {name} does not fit encoder {config.get('encoder', 'conformer')!r} "
+                          f"(input_kind {kind!r}); use input: {wants}")
+    if name == "raw":
+        on = [k for k in ("normalize", "specaug") if _specaug_name(config.get(k)) is not None]
+        if on:
+            raise ConfigError(f"input: raw feeds audio [B, S] to the encoder; {' and '.join(on)} work on "
+                              f"features [B, T, D]: set {', '.join(f'{k}: null' for k in on)}")
+    return name
+
+
+def build_dataset(config: dict, data_dir: str | os.PathLike, tokenizer: Any) -> Any:
+    """The training/validation dataset of ``data_dir`` for the config's ``input``."""
+    from speechllm.data.dataset import ASRDataset, RawAudioDataset
+
+    name = resolve_input(config)
+    if name == "raw":
+        conf = dict(config.get("input_conf") or {})
+        return _construct(RawAudioDataset, "input_conf", conf, data_dir=data_dir, tokenizer=tokenizer)
+    if name == "dumped":
+        check_dump_info(config, data_dir)
+    return ASRDataset(data_dir, tokenizer)
+
+
+def check_dump_info(config: dict, data_dir: str | os.PathLike) -> dict | None:
+    """Compare the feature dimension in ``data_dir/dump_info.yaml`` (if any) with ``input_size``."""
+    from speechllm.utils.config import load_yaml
+
+    path = os.path.join(data_dir, "dump_info.yaml")
+    if not os.path.isfile(path):
+        return None
+    info = load_yaml(path)
+    dim, input_size = info.get("dim"), int(config.get("input_size", 80))
+    if dim is not None and int(dim) != input_size:
+        raise ConfigError(f"input_size {input_size} does not match the dumped features: {path} says dim {dim} "
+                          f"({info.get('encoder')}, layer {info.get('layer')})")
+    return info

@@ -6,6 +6,9 @@ that is averaged weighted by batch size for logging, validation and best-model s
 
 Contract with the datasets: map-style (``__getitem__``, ``__len__``) with ``.lengths`` (one int per
 item, e.g. frames) used to build length-bucketed batches; ``collate_fn(items) -> batch dict``.
+``batch_bins`` counts frames (``frame_shift`` seconds each: 10 ms fbank frames by default); a dataset
+whose lengths (and ``feats_lens``) are in finer units says how many make one frame with
+``.length_per_bin`` (raw 16 kHz audio: 160 samples per 10 ms).
 
 What one ``Trainer.run()`` does, per epoch: train over a :class:`BucketBatchSampler` (gradient
 accumulation, clipping, AMP on CUDA, skip of non-finite losses), validate, save
@@ -86,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
     "log_interval": 50,  # optimizer steps between train log lines / TensorBoard points
     "save_interval_steps": 0,  # > 0: also save last.pt every that many steps (mid-epoch)
     "max_bad_steps": 10,  # consecutive non-finite losses before giving up
-    "frame_shift": 0.01,  # seconds per feats_lens unit, for the input-seconds-per-second rate
+    "frame_shift": 0.01,  # seconds per frame (feats_lens / length_per_bin), for the input-seconds-per-second rate
     "resume": True,  # continue from exp_dir/checkpoints/last.pt when it exists
     "ddp_find_unused_parameters": False,
 }
@@ -196,6 +199,12 @@ def _batch_size(batch: dict) -> int:
     return 1
 
 
+def _bin_lengths(dataset: Any) -> list[int]:
+    """Item lengths in ``batch_bins`` units (rounded up): ``.lengths`` / ``.length_per_bin`` (default 1)."""
+    per_bin = int(getattr(dataset, "length_per_bin", 1))
+    return [-(-int(n) // per_bin) for n in dataset.lengths]
+
+
 def _fmt(stats: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in stats.items())
 
@@ -244,11 +253,11 @@ class Trainer:
         self.train_dataset, self.valid_dataset = train_dataset, valid_dataset
         self.collate_fn = collate_fn
         self.train_sampler = BucketBatchSampler(
-            train_dataset.lengths, int(c["batch_bins"]), shuffle=True, seed=int(c["seed"]),
+            _bin_lengths(train_dataset), int(c["batch_bins"]), shuffle=True, seed=int(c["seed"]),
             rank=self.dist.rank, world_size=self.dist.world_size, max_batch_size=c["max_batch_size"],
         )
         self.valid_sampler = BucketBatchSampler(
-            valid_dataset.lengths, int(c["valid_batch_bins"] or c["batch_bins"]), shuffle=False,
+            _bin_lengths(valid_dataset), int(c["valid_batch_bins"] or c["batch_bins"]), shuffle=False,
             rank=self.dist.rank, world_size=self.dist.world_size, max_batch_size=c["max_batch_size"],
             even_shards=False,  # every valid utterance exactly once over all ranks
         )
@@ -428,7 +437,7 @@ class Trainer:
             self.epoch_stats.add(stats, bs)
             self.interval_stats.add(stats, bs)
             if "feats_lens" in batch:
-                frames += float(batch["feats_lens"].sum())
+                frames += float(batch["feats_lens"].sum()) / getattr(self.train_dataset, "length_per_bin", 1)
             self.batches_done = i + 1
             if is_update:
                 accum = 0

@@ -5,7 +5,7 @@
 # going to the log file. Exits non-zero, naming the failed logs, if any job fails.
 # --gpu/--mem/--time are accepted so cmd.sh can switch backends without editing recipes.
 set -uo pipefail
-max_jobs_run=$(nproc)
+max_jobs_run=$(OMP_NUM_THREADS= nproc)  # nproc honours OMP_NUM_THREADS, which path.sh sets to 1
 while [ $# -gt 0 ]; do
     case "$1" in
         --max_jobs_run) max_jobs_run=$2; shift 2 ;;

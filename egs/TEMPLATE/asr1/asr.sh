@@ -10,6 +10,7 @@
 #   5 tokenizer (sentencepiece)
 set -euo pipefail
 
+recipe_cmd=${RECIPE_CMD:-$0 $*}   # recorded in RESULTS.md
 help_message="Usage: $0 [--stage N] [--stop_stage M] [--key value ...]; see the variables at the top of $0"
 stage=1                 # first stage to run
 stop_stage=100          # last stage to run

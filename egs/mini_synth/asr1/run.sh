@@ -7,6 +7,7 @@
 #   ./run.sh                         # every stage
 #   ./run.sh --stage 6 --stop_stage 8 --asr_args "--max_epoch 2"
 set -euo pipefail
+export RECIPE_CMD="./run.sh $*"
 . ./path.sh
 . ./db.sh
 
@@ -25,6 +26,6 @@ fi
     --asr_config conf/train.yaml \
     --inference_config conf/decode.yaml \
     --token_type bpe \
-    --nbpe 300 \
+    --nbpe 200 \
     --speed_perturb_factors "" \
     "$@"

@@ -55,6 +55,8 @@ class ConformerEncoder(nn.Module):
         convolution_first: run the convolution module before self-attention.
     """
 
+    input_kind = "fbank"  # forward takes features [B, T, input_size]; see speechllm.nets.encoders
+
     def __init__(
         self,
         input_size: int,
@@ -94,6 +96,10 @@ class ConformerEncoder(nn.Module):
     def output_size(self) -> int:
         """Dimension of the encoder output."""
         return self._output_size
+
+    def frame_rate(self) -> float:
+        """Output frames per second for 10 ms fbank frames."""
+        return 100.0 / self.subsampling.rate
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode ``x[B, T, D]`` with ``lengths[B]``; padded output frames are zero."""

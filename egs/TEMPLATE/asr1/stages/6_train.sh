@@ -10,8 +10,12 @@ else
     else
         launcher=(python)
     fi
+    # path.sh pins OMP_NUM_THREADS=1 for parallel data jobs; training gets the cores instead.
+    ncores=$(OMP_NUM_THREADS= nproc)  # nproc itself honours OMP_NUM_THREADS
+    OMP_NUM_THREADS=$(( ncores / nproc_train > 0 ? ncores / nproc_train : 1 ))
+    export OMP_NUM_THREADS
     mkdir -p "${asr_exp}"
-    log "training log: ${asr_exp}/train.log"
+    log "training log: ${asr_exp}/train.log (${nproc_train} process(es), ${OMP_NUM_THREADS} threads each)"
     # shellcheck disable=SC2086
     ${train_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
         "${launcher[@]}" -m speechllm.bin.train --task asr --config "${asr_config}" \

@@ -4,5 +4,5 @@ for dset in ${test_sets}; do
     python -m speechllm.bin.score --ref "${feats_dir}/${dset}/text" --hyp "${dir}/text" --out_dir "${dir}/score"
 done
 python -m speechllm.bin.write_results --exp_dir "${expdir}" --out "${results_md}" \
-    --stage_times "${timing_file}" --recipe "$(pwd)"
+    --stage_times "${timing_file}" --recipe "$(pwd)" --header "Command: \`${recipe_cmd}\`"
 log "wrote ${results_md}"
