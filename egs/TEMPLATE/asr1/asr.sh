@@ -6,6 +6,8 @@
 #   1 data preparation (local/data.sh)       6 training
 #   2 speed perturbation                     7 decoding (--inference_nj jobs per test set)
 #   3 fbank features + global CMVN stats     8 scoring and RESULTS.md
+#  3b encoder features (--encoder_feats_config; --stage 3 includes 3b and 3c)
+#  3c discrete units (--num_units)
 #   4 filtering by duration / empty text     9 packing the model into one archive
 #   5 tokenizer (sentencepiece)
 set -euo pipefail
@@ -29,6 +31,16 @@ speed_perturb_factors="0.9 1.0 1.1"   # empty: no speed perturbation
 fbank_conf=""           # extra --key value options for compute_fbank
 min_dur=0.3             # seconds; shorter training utterances are dropped (counted)
 max_dur=20.0
+encoder_feats_config="" # stage 3b: a training config whose encoder is dumped; empty: 3b and 3c skip
+encoder_feats_layer=last  # N (hidden state), last, or weighted_sum (with --encoder_feats_checkpoint)
+encoder_feats_dtype=float16  # float16 or float32
+encoder_feats_checkpoint=""  # a fine-tuned ASR model whose encoder weights are dumped
+encoder_feats_dir=""    # default: <dir of feats_dir>/<config name>_<layer>, e.g. dump/train_hubert_large_21
+encoder_feats_opts=""   # extra options for dump_encoder_features
+train_on_encoder_feats=false  # true: stages 6-7 read ${encoder_feats_dir}/<set> (encoder: precomputed)
+num_units=0             # stage 3c: k-means clusters; 0: skip
+kmeans_subset_utts=2000 # training utterances k-means is fitted on
+kmeans_opts=""          # extra options for train_kmeans
 token_type=bpe          # bpe, unigram or char
 nbpe=500
 asr_config=conf/train.yaml
@@ -54,12 +66,19 @@ template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 asr_exp=${expdir}/asr_${asr_tag}
 if [ -n "${speed_perturb_factors}" ]; then train_sp=${train_set}_sp; else train_sp=${train_set}; fi
 token_dir=${data_dir}/token_list/${token_type}${nbpe}
+[ -n "${encoder_feats_dir}" ] || encoder_feats_dir=$(dirname "${feats_dir}")/$(basename "${encoder_feats_config:-none}" .yaml)_${encoder_feats_layer}
+units_dir=${encoder_feats_dir}/units${num_units}
+asr_feats_dir=${feats_dir}   # the sets stages 6-7 read (raw-audio configs use their wav.scp)
+if [ "${train_on_encoder_feats}" = true ]; then
+    [ -n "${encoder_feats_config}" ] || { log "error: --train_on_encoder_feats true needs --encoder_feats_config"; exit 1; }
+    asr_feats_dir=${encoder_feats_dir}
+fi
 timing_file=${expdir}/stage_times.tsv
 mkdir -p "${expdir}"
 
-run_stage() {  # run_stage N name: runs stages/N_name.sh when N is in [stage, stop_stage], timed
-    local n=$1 name=$2 t0
-    if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
+run_stage() {  # run_stage N name: runs stages/N_name.sh when N (3b counts as 3) is in [stage, stop_stage], timed
+    local n=$1 name=$2 t0 num=${1%%[!0-9]*}
+    if [ "$num" -lt "$stage" ] || [ "$num" -gt "$stop_stage" ]; then return 0; fi
     log "stage ${n}: ${name}"
     t0=$(date +%s)
     . "${template_dir}/stages/${n}_${name}.sh"
@@ -70,6 +89,8 @@ run_stage() {  # run_stage N name: runs stages/N_name.sh when N is in [stage, st
 run_stage 1 data
 run_stage 2 speed_perturb
 run_stage 3 features
+run_stage 3b encoder_features
+run_stage 3c units
 run_stage 4 filter
 run_stage 5 tokenizer
 run_stage 6 train

@@ -19,7 +19,7 @@ else
     # shellcheck disable=SC2086
     ${train_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
         "${launcher[@]}" -m speechllm.bin.train --task asr --config "${asr_config}" \
-            --train_data_dir "${feats_dir}/${train_sp}" --valid_data_dir "${feats_dir}/${valid_set}" \
+            --train_data_dir "${asr_feats_dir}/${train_sp}" --valid_data_dir "${asr_feats_dir}/${valid_set}" \
             --token_list "${token_dir}/tokens.txt" --bpemodel "${token_dir}/tokenizer.model" \
             --exp_dir "${asr_exp}" --device "${device}" \
             --normalize_conf.stats_file "${feats_dir}/${train_sp}/cmvn.json" ${asr_args}
