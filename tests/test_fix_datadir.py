@@ -109,7 +109,7 @@ def test_fix_cli_exits_1_with_message_on_bad_line(data_dir: Path, capsys):
 
     write_lines(data_dir / "utt2spk", ["spkA-utt1"])
     assert main([str(data_dir)]) == 1
-    assert capsys.readouterr().err.strip() == f"{data_dir / 'utt2spk'}:1: 'spkA-utt1': expected 2 fields, got 1"
+    assert capsys.readouterr().err.strip() == f"fix_data_dir: {data_dir / 'utt2spk'}:1: 'spkA-utt1': expected 2 fields, got 1"
 
 
 def test_combine_and_subset_cli(data_dir: Path, segments_dir: Path, tmp_path: Path):

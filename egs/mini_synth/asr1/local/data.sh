@@ -2,7 +2,7 @@
 # mini_synth data preparation: a synthetic English corpus made offline, plus real speech tests.
 #
 #   local/data.sh [--data_dir data] [--audio_dir downloads/audio] [--nj 2] [--seed 1]
-#                 [--num_train 1700] [--num_dev 150] [--num_test 200] [--tiny false]
+#                 [--num_train 4000] [--num_dev 150] [--num_test 200] [--tiny false]
 #                 [--realspeech_dir ../../../../shared/data/realspeech]
 #
 # 1. Corpus: KJV verses (Debian bible-kjv, public domain; Psalms, Proverbs, Ecclesiastes and
@@ -19,7 +19,7 @@ set -euo pipefail
 data_dir=data
 audio_dir=downloads/audio
 nj=2
-num_train=1700
+num_train=4000
 num_dev=150
 num_test=200
 seed=1
