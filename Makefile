@@ -24,8 +24,11 @@ test: install
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow" tests
 
+# Speed and memory: the mini recipe's ASR model (training throughput, decoding RTF) and
+# feature extraction per encoder family; results in bench/results/.
 bench: install
 	$(PY) bench/run_bench.py
+	$(PY) bench/encoder_features.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
