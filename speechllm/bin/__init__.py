@@ -6,6 +6,7 @@ traceback.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable
@@ -30,3 +31,19 @@ def exit_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
             return 1
 
     return wrapper
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--nj``/``--job``/``--combine``: the options of every entry point that splits a data dir into jobs."""
+    parser.add_argument("--nj", type=int, default=1, help="number of parallel jobs")
+    parser.add_argument("--job", type=int, default=1, help="this job's number, 1..nj")
+    parser.add_argument("--combine", type=int, metavar="N", default=None, help="only merge the outputs of N jobs")
+
+
+def check_job_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, required: tuple[str, ...]) -> None:
+    """Exit with a usage error when ``required`` options are missing (outside ``--combine``) or ``--job`` is off."""
+    missing = [f"--{name}" for name in required if getattr(args, name) is None]
+    if missing:
+        parser.error(f"{' and '.join(missing)} required unless --combine is given")
+    if not 1 <= args.job <= args.nj:
+        parser.error(f"--job must be in 1..{args.nj}, got {args.job}")

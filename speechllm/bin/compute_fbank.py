@@ -26,7 +26,7 @@ from pathlib import Path
 import kaldiio
 from tqdm import tqdm
 
-from speechllm.bin import exit_on_user_error
+from speechllm.bin import add_job_arguments, check_job_arguments, exit_on_user_error
 from speechllm.data.audio import AudioError
 from speechllm.data.datadir import (
     DataDirAudio,
@@ -147,9 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", help="data dir with wav.scp (and segments); not needed with --combine")
     p.add_argument("--out_dir", required=True)
-    p.add_argument("--nj", type=int, default=1, help="number of parallel jobs")
-    p.add_argument("--job", type=int, default=1, help="this job's number, 1..nj")
-    p.add_argument("--combine", type=int, metavar="N", default=None, help="only merge the outputs of N jobs")
+    add_job_arguments(p)
     p.add_argument("--num_mel_bins", type=int, default=80)
     p.add_argument("--frame_length", type=float, default=25.0, help="ms")
     p.add_argument("--frame_shift", type=float, default=10.0, help="ms")
@@ -167,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.combine is not None:
         combine_fbank_jobs(args.out_dir, args.combine)
         return 0
-    if args.data_dir is None:
-        parser.error("--data_dir is required unless --combine is given")
-    if not 1 <= args.job <= args.nj:
-        parser.error(f"--job must be in 1..{args.nj}, got {args.job}")
+    check_job_arguments(parser, args, required=("data_dir",))
     opts = dict(num_mel_bins=args.num_mel_bins, frame_length=args.frame_length, frame_shift=args.frame_shift, dither=args.dither)
     compute_fbank_job(args.data_dir, args.out_dir, args.nj, args.job, opts, args.sample_rate, args.write_utt2dur)
     if args.nj == 1:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechllm.bin import exit_on_user_error
+from speechllm.bin import add_job_arguments, check_job_arguments, exit_on_user_error
 from speechllm.bin.compute_fbank import combine_fbank_jobs
 from speechllm.data.audio import AudioError
 from speechllm.data.datadir import DataDirAudio, DataDirError, read_feats_scp, write_utt2num_frames
@@ -252,9 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="trained ASR model (or encoder state dict) whose encoder weights to use")
     p.add_argument("--layer", type=parse_layer, default="last", help="N | last | weighted_sum (default last)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="stored precision (default float16)")
-    p.add_argument("--nj", type=int, default=1, help="number of parallel jobs")
-    p.add_argument("--job", type=int, default=1, help="this job's number, 1..nj")
-    p.add_argument("--combine", type=int, metavar="N", default=None, help="only merge the outputs of N jobs")
+    add_job_arguments(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--sample_rate", type=int, default=16000, help="rate the encoder expects; other rates are skipped")
     p.add_argument("--min_dur", type=float, default=0.1, help="skip shorter audio (seconds)")
@@ -270,10 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.combine is not None:
         combine_fbank_jobs(args.out_dir, args.combine)
         return 0
-    if args.data_dir is None or args.encoder_config is None:
-        parser.error("--data_dir and --encoder_config are required unless --combine is given")
-    if not 1 <= args.job <= args.nj:
-        parser.error(f"--job must be in 1..{args.nj}, got {args.job}")
+    check_job_arguments(parser, args, required=("data_dir", "encoder_config"))
     extractor = EncoderFeatures(load_yaml(args.encoder_config), args.layer, args.checkpoint, args.device, args.seed)
     info = {"encoder_config": str(args.encoder_config), "checkpoint": args.checkpoint}
     dump_encoder_features_job(args.data_dir, args.out_dir, extractor, args.nj, args.job, args.dtype,

@@ -22,7 +22,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from speechllm.bin import exit_on_user_error
+from speechllm.bin import add_job_arguments, check_job_arguments, exit_on_user_error
 from speechllm.data.datadir import DataDirError, read_feats_scp
 from speechllm.data.fix_datadir import share_of
 from speechllm.units.kmeans import KMeans
@@ -85,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feats_scp", help="dumped encoder features; not needed with --combine")
     p.add_argument("--kmeans", help="k-means model from train_kmeans; not needed with --combine")
     p.add_argument("--out_dir", required=True)
-    p.add_argument("--nj", type=int, default=1)
-    p.add_argument("--job", type=int, default=1)
-    p.add_argument("--combine", type=int, metavar="N", default=None, help="only merge the outputs of N jobs")
+    add_job_arguments(p)
     p.add_argument("--device", default="cpu")
     return p
 
@@ -100,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.combine is not None:
         combine_units_jobs(args.out_dir, args.combine)
         return 0
-    if args.feats_scp is None or args.kmeans is None:
-        parser.error("--feats_scp and --kmeans are required unless --combine is given")
-    if not 1 <= args.job <= args.nj:
-        parser.error(f"--job must be in 1..{args.nj}, got {args.job}")
+    check_job_arguments(parser, args, required=("feats_scp", "kmeans"))
     if not Path(args.kmeans).is_file():
         raise FileNotFoundError(f"k-means model {args.kmeans} not found")
     dump_units_job(args.feats_scp, KMeans.load(args.kmeans, device=args.device), args.out_dir, args.nj, args.job)
