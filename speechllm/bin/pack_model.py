@@ -23,15 +23,11 @@ import torch
 import speechllm
 from speechllm.utils.git import git_commit
 from speechllm.bin import exit_on_user_error
+from speechllm.train.checkpoint import load_model_state_dict
 from speechllm.utils.config import load_yaml, save_config
 from speechllm.utils.logging_utils import setup_logging
 
 log = logging.getLogger(__name__)
-
-
-def model_state_dict(checkpoint: dict) -> dict:
-    """The model weights from a Trainer checkpoint (``{"model": ...}``) or a bare state dict."""
-    return checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else checkpoint
 
 
 def pack(exp_dir: Path, checkpoint: Path, token_dir: Path, out: Path) -> Path:
@@ -61,7 +57,7 @@ def pack(exp_dir: Path, checkpoint: Path, token_dir: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        state = model_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+        state = load_model_state_dict(checkpoint)
         torch.save(state, tmp / "model.pt")
         save_config(config, tmp / "config.yaml")
         save_config(meta, tmp / "meta.yaml")
