@@ -29,6 +29,7 @@ test-all: install
 bench: install
 	$(PY) bench/run_bench.py
 	$(PY) bench/encoder_features.py
+	$(PY) bench/sllm_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -111,3 +111,36 @@ def test_label_smoothing_ignores_padding_values():
     a = LabelSmoothingLoss(5, 0.1)(logits, torch.tensor([[1, -1, -1]]))
     b = LabelSmoothingLoss(5, 0.1)(logits[:, :1], torch.tensor([[1]]))
     torch.testing.assert_close(a, b)
+
+
+def test_intermediate_ctc_uses_the_shared_head_on_inner_blocks():
+    from asr_toys import tiny_config
+    from speechllm.tasks.asr import build_model
+
+    config = tiny_config(0.3)
+    config["encoder_conf"] = {**config["encoder_conf"], "interctc_layer_idx": [1]}
+    config["model_conf"] = {**config["model_conf"], "interctc_weight": 0.5}
+    torch.manual_seed(0)
+    model = build_model(config, VOCAB).eval()
+    batch = random_batch(**BATCH)
+    loss, stats = model(batch)
+    # Recompute by hand: the CTC head on block 1's output and on the final output.
+    enc, lens, inner = model.encoder(model.normalize(batch["feats"], batch["feats_lens"]) if model.normalize
+                                     else batch["feats"], batch["feats_lens"], return_intermediate=True)
+    final = model.ctc(enc, lens, batch["ys"], batch["ys_lens"])
+    inter = model.ctc(inner[0], lens, batch["ys"], batch["ys_lens"])
+    assert stats["loss_interctc"] == pytest.approx(float(inter), rel=1e-5)
+    assert stats["loss_ctc"] == pytest.approx(0.5 * float(final) + 0.5 * float(inter), rel=1e-5)
+    assert not torch.allclose(inner[0], enc)
+    # Without the weight the encoder output is unchanged (inference path) and no extra stat appears.
+    enc2, _ = model.encode(batch["feats"], batch["feats_lens"])
+    assert torch.allclose(enc2, enc)
+
+
+def test_intermediate_ctc_needs_layers_and_ctc():
+    with pytest.raises(ValueError, match="interctc_layer_idx"):
+        enc = ConformerEncoder(input_size=8, output_size=8, attention_heads=2, linear_units=8, num_blocks=2)
+        CTCAttentionModel(VOCAB, enc, None, ctc_weight=1.0, interctc_weight=0.3)
+    with pytest.raises(ValueError, match="out of range"):
+        ConformerEncoder(input_size=8, output_size=8, attention_heads=2, linear_units=8, num_blocks=2,
+                         interctc_layer_idx=[2])

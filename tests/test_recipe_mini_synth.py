@@ -1,7 +1,8 @@
-"""End to end: every stage of egs/mini_synth/asr1 on a tiny synthesized corpus with a tiny model.
+"""End to end: every stage of egs/mini_synth/asr1, then of egs/mini_synth/sllm1 on top of it, on a
+tiny synthesized corpus with tiny models.
 
 All outputs go to a temporary directory (--data_dir/--feats_dir/--expdir/...), so the recipe
-directory stays clean. Takes about a minute on 2 CPU cores.
+directories stay clean. Takes about two minutes on 2 CPU cores.
 """
 import json
 import shutil
@@ -13,9 +14,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs" / "mini_synth" / "asr1"
+SLLM_RECIPE = ROOT / "egs" / "mini_synth" / "sllm1"
 TINY_MODEL = (
     "--max_epoch 2 --batch_bins 4000 --num_workers 0 --keep_nbest_models 2 "
-    "--encoder_conf.output_size 32 --encoder_conf.linear_units 64 --encoder_conf.num_blocks 1 "
+    "--encoder_conf.output_size 32 --encoder_conf.linear_units 64 --encoder_conf.num_blocks 2 "
+    "--encoder_conf.interctc_layer_idx [1] "
     "--encoder_conf.attention_heads 2 --decoder_conf.linear_units 64 --decoder_conf.num_blocks 1 "
     "--decoder_conf.attention_heads 2 --scheduler_conf.warmup_steps 5"
 )
@@ -26,8 +29,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_every_stage_runs_and_writes_results(tmp_path):
-    out = tmp_path
+@pytest.fixture(scope="module")
+def asr_run(tmp_path_factory):
+    """The tiny asr1 run: (output dir, its command, the finished process)."""
+    out = tmp_path_factory.mktemp("asr1")
     cmd = [
         "./run.sh", "--nj", "2", "--inference_nj", "2",
         "--data_dir", f"{out}/data", "--feats_dir", f"{out}/dump", "--expdir", f"{out}/exp",
@@ -37,6 +42,11 @@ def test_every_stage_runs_and_writes_results(tmp_path):
         "--min_dur", "0.1", "--speed_perturb_factors", "0.9 1.0 1.1", "--asr_args", TINY_MODEL, "--inference_args", "--beam_size 2 --batch_size 4",
     ]
     proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=900)
+    return out, cmd, proc
+
+
+def test_every_stage_runs_and_writes_results(asr_run):
+    out, cmd, proc = asr_run
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     exp = next((out / "exp").glob("asr_*"))
@@ -57,3 +67,52 @@ def test_every_stage_runs_and_writes_results(tmp_path):
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "skip:" in again.stderr
+
+
+TINY_LM = """model_conf: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
+             intermediate_size: 64, max_position_embeddings: 512, tie_word_embeddings: true}
+max_len: 512
+max_epoch: 1
+batch_bins: 4096
+num_workers: 0
+optim: adamw
+optim_conf: {lr: 0.002}
+keep_nbest_models: 1
+best_model_criterion: [[valid, loss, min]]
+"""
+TINY_SLLM = (
+    "--max_epoch 1 --batch_bins 4000 --num_workers 0 --keep_nbest_models 1 --scheduler_conf.warmup_steps 2 "
+    "--encoder_conf.output_size 32 --encoder_conf.linear_units 64 --encoder_conf.num_blocks 2 "
+    "--encoder_conf.attention_heads 2 --encoder_conf.interctc_layer_idx [1] --projector_conf.hidden_size 16 "
+    "--lora.r 2"
+)
+
+
+def test_sllm_recipe_runs_on_the_asr_recipe_outputs(asr_run, tmp_path):
+    asr_out, _, asr_proc = asr_run
+    assert asr_proc.returncode == 0, asr_proc.stderr[-2000:]
+    asr_exp = next((asr_out / "exp").glob("asr_*"))
+    (tmp_path / "lm.yaml").write_text(TINY_LM)
+    cmd = [
+        "./sllm.sh", "--inference_nj", "2",
+        "--data_dir", f"{asr_out}/data", "--feats_dir", f"{asr_out}/dump", "--expdir", f"{tmp_path}/exp",
+        "--results_md", f"{tmp_path}/RESULTS.md", "--test_sets", "test", "--min_dur", "0.1",
+        "--llm_pretrain_config", f"{tmp_path}/lm.yaml", "--llm_prompts", "conf/prompts/mini_tasks.yaml",
+        "--llm_prep_opts", "--max_plain_chunks 20 --num_valid 4 --num_valid_chunks 2 --num_eval 3 "
+                           "--num_eval_seen 2 --vocab_size 300 --tasks_per_sentence 1",
+        "--encoder_init", f"{asr_exp}/valid.acc.ave.pt",
+        "--sllm_config", "conf/train_sllm.yaml", "--sllm_args", TINY_SLLM,
+        "--inference_config", "conf/decode_sllm.yaml", "--inference_args", "--batch_size 2 --max_new_tokens_base 2",
+        "--results_extra_exp_dirs", f"{asr_out}/exp",
+    ]
+    proc = subprocess.run(cmd, cwd=SLLM_RECIPE, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    exp = tmp_path / "exp"
+    assert (exp / "llm_lm" / "hf" / "config.json").is_file()
+    assert list((exp / "llm_lm" / "eval_tasks").glob("*.md"))
+    sllm_exp = exp / "sllm_train_sllm"
+    score = json.loads(next(sllm_exp.glob("decode_*/test/score/result.json")).read_text())
+    assert score["num_utts"] == 4 and "num_truncated_hyp" in score
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "conf/train_sllm.yaml" in results and "asr_" in results  # the speech LLM and the asr1 baseline
+    assert (sllm_exp / "export" / "llm" / "config.json").is_file()

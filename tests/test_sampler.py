@@ -118,3 +118,17 @@ def test_load_state_rejects_changed_data():
     state = s.state_dict()
     with pytest.raises(ValueError, match="cannot continue mid-epoch"):
         BucketBatchSampler(LENGTHS[:50], batch_bins=400).load_state_dict(state)
+
+
+def test_shortest_first_epochs_then_shuffled():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 100) for _ in range(203)]
+    s = BucketBatchSampler(lengths, 300, seed=0, shortest_first_epochs=2)
+    for epoch in (1, 2):
+        s.set_epoch(epoch)
+        longest = [max(lengths[i] for i in b) for b in s.epoch_batches()]
+        assert longest == sorted(longest)  # ascending: the curriculum
+    s.set_epoch(3)
+    longest = [max(lengths[i] for i in b) for b in s.epoch_batches()]
+    assert longest != sorted(longest)
+    assert sorted(map(tuple, s.epoch_batches())) == sorted(map(tuple, s.batches))

@@ -155,3 +155,17 @@ def test_write_results_md_prints_dash_for_absent_values(tmp_path):
     assert rows[0]["WER"] == "-" and rows[0]["CER"] == "-" and rows[0]["model"] == "-"
     assert text.startswith("# T\n\n- h1\n")
     assert collect_rows(tmp_path) == []
+
+
+def test_gen_info_counts_outputs_cut_at_the_length_bound(tmp_path, capsys):
+    (tmp_path / "ref").write_text("a one two\nb three\n")
+    (tmp_path / "hyp").write_text("a one two\nb three three three three three\n")
+    (tmp_path / "gen_info").write_text("a 3 1\nb 12 0\n")
+    result = score_dir(tmp_path / "ref", tmp_path / "hyp", tmp_path / "out", tmp_path / "gen_info")
+    assert result["num_truncated_hyp"] == 1 and result["truncated_hyp_utts"] == ["b"]
+    assert result["num_looping_hyp"] == 1
+    assert "1 cut at the length bound" in (tmp_path / "out" / "result.txt").read_text()
+    (tmp_path / "gen_info").write_text("a 3 1\nb x 0\n")
+    assert score_bin.main(["--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp"), "--out_dir",
+                           str(tmp_path / "out2"), "--gen_info", str(tmp_path / "gen_info")]) == 1
+    assert "gen_info:2:" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 from typing import Callable
 
 from speechllm.data.audio import AudioError
@@ -26,7 +27,9 @@ def exit_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as e:
-            prog = main.__module__.rsplit(".", 1)[-1]
+            # Under ``python -m`` the module is __main__; argv[0] is then the module's file.
+            module = main.__module__ if main.__module__ != "__main__" else sys.argv[0]
+            prog = module.rsplit(".", 1)[-1] if main.__module__ != "__main__" else Path(module).stem
             print(f"{prog}: {e}", file=sys.stderr)
             return 1
 

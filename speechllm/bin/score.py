@@ -24,6 +24,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference Kaldi text file (utt-id words...)")
     p.add_argument("--hyp", required=True, help="hypothesis Kaldi text file")
     p.add_argument("--out_dir", required=True, help="where result.json, result.txt, per_utt.txt go")
+    p.add_argument("--gen_info", help="gen_info of a generative decoder (utt_id num_new_tokens stopped): "
+                                      "counts outputs cut at the length bound")
     return p
 
 
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     try:
-        result = score_dir(args.ref, args.hyp, args.out_dir)
+        result = score_dir(args.ref, args.hyp, args.out_dir, args.gen_info)
     except (DataDirError, ValueError) as e:
         print(f"score: {e}", file=sys.stderr)
         return 1

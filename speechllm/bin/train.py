@@ -7,6 +7,10 @@
 
     torchrun --standalone --nproc_per_node 2 -m speechllm.bin.train ... --ngpu 1   # DDP, 1 GPU/process
 
+    python -m speechllm.bin.train --task lm --config conf/lm_pretrain.yaml \
+        --train_jsonl data/lm/train.jsonl --valid_jsonl data/lm/valid.jsonl \
+        --tokenizer_dir data/lm/tokenizer --exp_dir exp/lm_pretrain   # a causal LM (lm_prepare_data)
+
 Any other ``--key value`` overrides the config (dotted keys reach into nested mappings:
 ``--encoder_conf.num_blocks 2``). Training resumes from ``EXP/checkpoints/last.pt`` when it exists
 (``--resume false`` starts over). ``--print_config`` prints the resolved config (Trainer defaults
@@ -23,6 +27,8 @@ from typing import Any, Callable
 import yaml
 
 import speechllm.tasks.asr
+import speechllm.tasks.lm
+import speechllm.tasks.sllm
 from speechllm.bin import exit_on_user_error
 from speechllm.train.distributed import cleanup
 from speechllm.train.trainer import NonFiniteLossError, Trainer, resolve_config, set_seed
@@ -32,12 +38,15 @@ from speechllm.utils.logging_utils import setup_logging
 logger = logging.getLogger(__name__)
 
 # task name -> module with build_model(config, vocab_size) -> nn.Module (the asr one also has
-# build_dataset(config, data_dir, tokenizer), which reads features or raw audio by ``input``)
-TASKS = {"asr": speechllm.tasks.asr}
+# build_dataset(config, data_dir, tokenizer), which reads features or raw audio by ``input``);
+# lm: build_model(config, tokenizer) and build_dataset(config, jsonl, tokenizer)
+TASKS = {"asr": speechllm.tasks.asr, "lm": speechllm.tasks.lm, "sllm": speechllm.tasks.sllm}
 
 # Per-task defaults under the recipe config (the recipe's own keys win).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "asr": {"best_model_criterion": [["valid", "acc", "max"]]},
+    "lm": {"best_model_criterion": [["valid", "loss", "min"]]},
+    "sllm": {"best_model_criterion": [["valid", "acc", "max"]]},
 }
 
 
@@ -60,8 +69,41 @@ def setup_asr(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Ca
     return model, train_set, valid_set, collate_asr
 
 
-# task name -> setup(args, config) -> (model, train_dataset, valid_dataset, collate_fn)
-SETUPS: dict[str, Callable] = {"asr": setup_asr}
+def setup_lm(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Callable]:
+    """Tokenizer (made by lm_prepare_data), JSONL datasets of token ids, the causal LM."""
+    for name in ("train_jsonl", "valid_jsonl", "tokenizer_dir"):
+        if getattr(args, name) is None:
+            raise ConfigError(f"--task lm needs --{name}")
+    task = TASKS["lm"]
+    tokenizer = task.load_tokenizer(args.tokenizer_dir)
+    train_set = task.build_dataset(config, args.train_jsonl, tokenizer)
+    valid_set = task.build_dataset(config, args.valid_jsonl, tokenizer)
+    return task.build_model(config, tokenizer), train_set, valid_set, task.collate_lm
+
+
+def setup_sllm(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Callable, Callable]:
+    """Speech LLM: audio (or features) + transcripts, the model (encoder, projector, LLM with its
+    tokenizer), and collates that put each transcript behind a transcription prompt."""
+    for name in ("train_data_dir", "valid_data_dir"):
+        if getattr(args, name) is None:
+            raise ConfigError(f"--task sllm needs --{name}")
+    task = TASKS["sllm"]
+    config["input"] = task.resolve_input(config)
+    train_set = task.build_dataset(config, args.train_data_dir)
+    valid_set = task.build_dataset(config, args.valid_data_dir)
+    model = task.build_model(config)
+    wordings = task.prompt_wordings(config)
+    system = config.get("system_prompt")
+    logger.info("%s train and %s valid utterances; %d prompt wordings", f"{len(train_set):,}",
+                f"{len(valid_set):,}", len(wordings))
+    return (model, train_set, valid_set, task.SpeechLLMCollate(model.tokenizer, wordings, True, system),
+            task.SpeechLLMCollate(model.tokenizer, wordings, False, system))
+
+
+# task name -> setup(args, config) -> (model, train_dataset, valid_dataset, collate_fn[, valid_collate_fn])
+SETUPS: dict[str, Callable] = {"asr": setup_asr, "lm": setup_lm, "sllm": setup_sllm}
+LAUNCHER_PATHS = ("train_data_dir", "valid_data_dir", "token_list", "bpemodel",
+                  "train_jsonl", "valid_jsonl", "tokenizer_dir")
 
 
 def _bool(text: str) -> bool:
@@ -83,6 +125,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid_data_dir")
     p.add_argument("--token_list", help="tokens.txt (line number = token id)")
     p.add_argument("--bpemodel", help="sentencepiece model")
+    p.add_argument("--train_jsonl", help="lm: training examples (speechllm.bin.lm_prepare_data)")
+    p.add_argument("--valid_jsonl", help="lm: validation examples")
+    p.add_argument("--tokenizer_dir", help="lm: the tokenizer directory (AutoTokenizer)")
     p.add_argument("--ngpu", type=int, default=None,
                    help="0: CPU; >0: CUDA, one GPU per process (start N processes with torchrun)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="same as --ngpu 0 / --ngpu 1")
@@ -100,7 +145,7 @@ def build_config(args: argparse.Namespace, overrides: list[str]) -> dict:
         config["ngpu"] = 1 if args.device == "cuda" else 0
     config["resume"] = args.resume
     config["task"] = args.task
-    for name in ("train_data_dir", "valid_data_dir", "token_list", "bpemodel"):
+    for name in LAUNCHER_PATHS:
         if getattr(args, name) is not None:
             config[name] = str(getattr(args, name))  # recorded in config.yaml for later stages
     return resolve_config(config)
@@ -124,12 +169,12 @@ def main(argv: list[str] | None = None) -> int:
                            "`torchrun --nproc_per_node %d` for DDP", config["ngpu"], config["ngpu"])
         # Same seed on every rank here, so every rank builds the same initial weights.
         set_seed(int(config["seed"]))
-        model, train_set, valid_set, collate_fn = SETUPS[args.task](args, config)
+        model, train_set, valid_set, *collates = SETUPS[args.task](args, config)
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("model %s: %.2f M parameters (%.2f M trainable)",
                     type(model).__name__, n_params / 1e6, n_train / 1e6)
-        trainer = Trainer(model, config, args.exp_dir, train_set, valid_set, collate_fn)
+        trainer = Trainer(model, config, args.exp_dir, train_set, valid_set, *collates)
         trainer.run()
     except (ConfigError, NonFiniteLossError) as e:
         logger.error("%s", e)

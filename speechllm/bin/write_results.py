@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp_dir", default="exp", help="searched recursively for score/result.json")
+    p.add_argument("--exp_dir", nargs="+", default=["exp"],
+                   help="searched recursively for score/result.json; more than one dir puts rows of "
+                        "another recipe (e.g. ../asr1/exp, a baseline) in the same table")
     p.add_argument("--out", default="RESULTS.md")
     p.add_argument("--title", default=None, help="heading; default 'RESULTS: <recipe dir name>'")
     p.add_argument("--header", action="append", default=[],
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.warning("no stage times file %s; run time not reported", args.stage_times)
     header += args.header
-    rows = collect_rows(args.exp_dir)
+    rows = [row for exp_dir in args.exp_dir for row in collect_rows(exp_dir)]
     if not rows:
         log.warning("no score/result.json under %s", args.exp_dir)
     if args.title:

@@ -45,11 +45,12 @@ class TextEncoder(Protocol):
 
 
 class ASRDataset(Dataset):
-    """Items ``{"utt_id": str, "feats": FloatTensor[T, D], "ys": LongTensor[L]}``.
+    """Items ``{"utt_id": str, "feats": FloatTensor[T, D], "text": str, "ys": LongTensor[L]}``.
 
     Args:
         data_dir: a data dir with ``text`` (and ``feats.scp`` unless ``feats_scp`` is given).
-        tokenizer: anything with ``encode(text) -> list[int]``.
+        tokenizer: anything with ``encode(text) -> list[int]``; None: items have no ``ys`` (a
+            model that tokenizes the text itself, e.g. the speech LLM).
         feats_scp: features to use instead of ``data_dir/feats.scp`` (e.g. a dump dir).
 
     Attributes:
@@ -60,7 +61,8 @@ class ASRDataset(Dataset):
         num_missing_text, num_missing_feats: utterances left out, and why.
     """
 
-    def __init__(self, data_dir: str | os.PathLike, tokenizer: TextEncoder, feats_scp: str | os.PathLike | None = None):
+    def __init__(self, data_dir: str | os.PathLike, tokenizer: TextEncoder | None,
+                 feats_scp: str | os.PathLike | None = None):
         data_dir = Path(data_dir)
         feats_scp = Path(feats_scp) if feats_scp is not None else data_dir / "feats.scp"
         self.tokenizer = tokenizer
@@ -101,12 +103,15 @@ class ASRDataset(Dataset):
         if self._fd_dict is None:
             self._fd_dict = {}
         mat = kaldiio.load_mat(self._rxspecs[index], fd_dict=self._fd_dict)
-        return {
+        item = {
             "utt_id": self.utt_ids[index],
             # kaldiio gives a read-only view of its buffer: copy so the tensor owns writable memory
             "feats": torch.from_numpy(np.array(mat, dtype=np.float32)),
-            "ys": torch.tensor(self.tokenizer.encode(self._texts[index]), dtype=torch.long),
+            "text": self._texts[index],
         }
+        if self.tokenizer is not None:
+            item["ys"] = torch.tensor(self.tokenizer.encode(self._texts[index]), dtype=torch.long)
+        return item
 
     def __getstate__(self) -> dict:
         # open file handles cannot cross into DataLoader workers; each worker reopens its own
@@ -122,12 +127,12 @@ class ASRDataset(Dataset):
 
 
 class RawAudioDataset(Dataset):
-    """Items ``{"utt_id": str, "feats": FloatTensor[S], "ys": LongTensor[L]}``: 16 kHz (or
+    """Items ``{"utt_id": str, "feats": FloatTensor[S], "text": str, "ys": LongTensor[L]}``: 16 kHz (or
     ``sample_rate``) mono samples in [-1, 1] read with :func:`speechllm.data.audio.load_audio`.
 
     Args:
         data_dir: a data dir with ``wav.scp`` (+ ``segments``), ``text`` and ideally ``utt2dur``.
-        tokenizer: anything with ``encode(text) -> list[int]``.
+        tokenizer: anything with ``encode(text) -> list[int]``; None: items have no ``ys``.
         sample_rate: the rate the encoder expects; audio at another rate is an error when read
             (no silent resampling).
 
@@ -143,7 +148,7 @@ class RawAudioDataset(Dataset):
 
     FRAME_SHIFT_S = 0.01
 
-    def __init__(self, data_dir: str | os.PathLike, tokenizer: TextEncoder, sample_rate: int = 16000):
+    def __init__(self, data_dir: str | os.PathLike, tokenizer: TextEncoder | None, sample_rate: int = 16000):
         data_dir = Path(data_dir)
         self.tokenizer = tokenizer
         self.sample_rate = int(sample_rate)
@@ -192,11 +197,10 @@ class RawAudioDataset(Dataset):
             wave, _ = self.audio.load(utt)
         except AudioError as e:  # name the wav.scp line: the DataLoader traceback would not
             raise AudioError(f"{self.audio.where(utt)}: {e}") from None
-        return {
-            "utt_id": utt,
-            "feats": torch.from_numpy(wave),
-            "ys": torch.tensor(self.tokenizer.encode(self._texts[index]), dtype=torch.long),
-        }
+        item = {"utt_id": utt, "feats": torch.from_numpy(wave), "text": self._texts[index]}
+        if self.tokenizer is not None:
+            item["ys"] = torch.tensor(self.tokenizer.encode(self._texts[index]), dtype=torch.long)
+        return item
 
 
 def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0.0,

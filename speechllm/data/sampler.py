@@ -12,6 +12,10 @@ until its length divides by ``world_size`` (or the remainder is dropped with
 the same number of batches, which DDP needs (all ranks must take the same number of optimizer
 steps). ``even_shards=False`` skips the padding (uneven shards), meant for validation where
 repeated batches would bias the averages and no per-batch collective runs.
+
+Curriculum (SortaGrad, Amodei et al. 2016): with ``shortest_first_epochs=N`` epochs ``1..N`` go
+through the batches shortest first instead of shuffled. Short utterances are easy to align, which
+shortens the plateau at the start of CTC training from scratch.
 """
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         drop_last: when sharding, drop the remainder batches instead of repeating batches.
         even_shards: pad/drop so every rank gets the same number of batches (default). False
             gives uneven shards with every batch exactly once over all ranks (validation).
+        shortest_first_epochs: epochs ``1..N`` (as numbered by :meth:`set_epoch`) take the batches
+            in ascending length instead of shuffled.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         max_batch_size: int | None = None,
         drop_last: bool = False,
         even_shards: bool = True,
+        shortest_first_epochs: int = 0,
     ) -> None:
         if batch_bins <= 0:
             raise ValueError(f"batch_bins must be > 0, got {batch_bins}")
@@ -70,6 +77,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.max_batch_size = max_batch_size
         self.drop_last = drop_last
         self.even_shards = even_shards
+        self.shortest_first_epochs = int(shortest_first_epochs)
         self.epoch = 0
         self.position = 0  # batches of this epoch already yielded on this rank
         self.batches = self._make_batches()
@@ -110,7 +118,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         """All batches this rank yields in the current epoch, in order (position ignored)."""
         n = len(self.batches)
         order = list(range(n))
-        if self.shuffle:
+        if 1 <= self.epoch <= self.shortest_first_epochs:
+            order.reverse()  # batches are built longest first
+        elif self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(n).tolist()
         if self.world_size > 1 and self.even_shards and n > 0:
             if self.drop_last:

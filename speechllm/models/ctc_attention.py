@@ -3,6 +3,11 @@
 ``loss = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_att``. ``ctc_weight=1`` trains a pure CTC
 model (no decoder needed), ``ctc_weight=0`` a pure attention model (no CTC head is built).
 
+Intermediate CTC (Lee & Watanabe 2021): with ``interctc_weight > 0`` the encoder also returns the
+outputs of some inner blocks (``encoder_conf.interctc_layer_idx``); the same CTC head scores them and
+``loss_ctc = (1 - interctc_weight) * ctc(final) + interctc_weight * mean(ctc(inner))``. The extra
+gradient reaches the lower blocks directly, which shortens the early plateau of training from scratch.
+
 Token ids: 0 = ``<blank>``, 1 = ``<unk>``, ``vocab_size - 1`` = ``<sos/eos>`` (the same id starts
 and ends every decoder sequence).
 """
@@ -47,6 +52,8 @@ class CTCAttentionModel(nn.Module):
         ignore_id: padding value of ``batch["ys"]``.
         sos_eos: id of ``<sos/eos>``; default ``vocab_size - 1``.
         length_normalized_loss: divide the decoder loss by the token count instead of the batch size.
+        interctc_weight: weight of the intermediate CTC losses inside ``loss_ctc`` (0 = off); needs an
+            encoder with ``interctc_layer_idx`` and a CTC head.
     """
 
     def __init__(
@@ -61,10 +68,16 @@ class CTCAttentionModel(nn.Module):
         ignore_id: int = IGNORE_ID,
         sos_eos: int | None = None,
         length_normalized_loss: bool = False,
+        interctc_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        if not 0.0 <= interctc_weight < 1.0:
+            raise ValueError(f"interctc_weight must be in [0, 1), got {interctc_weight}")
+        if interctc_weight > 0.0 and (ctc_weight == 0.0 or not getattr(encoder, "interctc_layer_idx", None)):
+            raise ValueError("interctc_weight > 0 needs ctc_weight > 0 and an encoder with interctc_layer_idx "
+                             "(encoder_conf.interctc_layer_idx: [3], for example)")
         if decoder is None and ctc_weight < 1.0:
             raise ValueError(f"ctc_weight={ctc_weight} needs a decoder; only ctc_weight=1.0 works without one")
         self.vocab_size = vocab_size
@@ -72,6 +85,7 @@ class CTCAttentionModel(nn.Module):
         self.blank = 0
         self.ignore_id = ignore_id
         self.ctc_weight = ctc_weight
+        self.interctc_weight = interctc_weight
         self.normalize = normalize
         self.specaug = specaug
         self.encoder = encoder
@@ -82,11 +96,20 @@ class CTCAttentionModel(nn.Module):
 
     def encode(self, feats: torch.Tensor, feats_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """normalize -> specaug (training only) -> encoder; returns ``(enc[B, T', D], enc_lens[B])``."""
+        enc, enc_lens, _ = self._encode(feats, feats_lens, return_intermediate=False)
+        return enc, enc_lens
+
+    def _encode(
+        self, feats: torch.Tensor, feats_lens: torch.Tensor, return_intermediate: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         if self.normalize is not None:
             feats = self.normalize(feats, feats_lens)
         if self.specaug is not None and self.training:
             feats = self.specaug(feats, feats_lens)
-        return self.encoder(feats, feats_lens)
+        if return_intermediate:
+            return self.encoder(feats, feats_lens, return_intermediate=True)
+        enc, enc_lens = self.encoder(feats, feats_lens)
+        return enc, enc_lens, []
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Joint loss of a ``collate_asr`` batch.
@@ -95,11 +118,16 @@ class CTCAttentionModel(nn.Module):
         are trained, ``loss_ctc`` and ``loss_att``/``acc`` (decoder token accuracy).
         """
         ys, ys_lens = batch["ys"], batch["ys_lens"]
-        enc, enc_lens = self.encode(batch["feats"], batch["feats_lens"])
+        use_inter = self.interctc_weight > 0.0
+        enc, enc_lens, inner = self._encode(batch["feats"], batch["feats_lens"], return_intermediate=use_inter)
         stats: dict[str, float] = {}
         loss = enc.new_zeros(())
         if self.ctc is not None:
             loss_ctc = self.ctc(enc, enc_lens, ys, ys_lens)
+            if use_inter:
+                loss_inter = torch.stack([self.ctc(h, enc_lens, ys, ys_lens) for h in inner]).mean()
+                stats["loss_interctc"] = float(loss_inter.detach())
+                loss_ctc = (1.0 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_inter
             loss = loss + self.ctc_weight * loss_ctc
             stats["loss_ctc"] = float(loss_ctc.detach())
         if self.decoder is not None:

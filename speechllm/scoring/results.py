@@ -56,7 +56,7 @@ def _decoding_settings(info: Mapping) -> object:
     for key in ("decoding", "decode_conf", "inference_conf"):
         if info.get(key):
             return info[key]
-    skip = {"model", "config", "asr_config", "data", "data_set", "commit"}
+    skip = {"model", "config", "asr_config", "sllm_config", "data", "data_set", "commit"}
     rest = {k: v for k, v in info.items() if k not in skip and v not in (None, "")}
     return rest or None
 
@@ -84,7 +84,7 @@ def row_from_files(result_json: str | os.PathLike, exp_dir: str | os.PathLike | 
     return {
         "data_set": data_set,
         "model": model,
-        "config": info.get("asr_config") or info.get("config"),
+        "config": info.get("asr_config") or info.get("sllm_config") or info.get("config"),
         "wer": result.get("wer"),
         "cer": result.get("cer"),
         "num_utts": result.get("num_utts"),
@@ -94,6 +94,7 @@ def row_from_files(result_json: str | os.PathLike, exp_dir: str | os.PathLike | 
         "num_missing_hyp": result.get("num_missing_hyp"),
         "num_empty_hyp": result.get("num_empty_hyp"),
         "num_looping_hyp": result.get("num_looping_hyp"),
+        "num_truncated_hyp": result.get("num_truncated_hyp"),
         "source": str(result_json),
     }
 
@@ -153,6 +154,7 @@ def write_results_md(rows: Iterable[Mapping], path: str | os.PathLike, title: st
             ("num_missing_hyp", "missing hypotheses (scored as deletions)"),
             ("num_empty_hyp", "empty hypotheses"),
             ("num_looping_hyp", "looping hypotheses"),
+            ("num_truncated_hyp", "hypotheses cut at the length bound"),
         ) if row.get(k)]
         if parts:
             notes.append(f"- {_cell(row.get('data_set'))} / {_cell(row.get('model'))}: " + ", ".join(parts))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import jiwer
 
-from speechllm.data.datadir import read_text
+from speechllm.data.datadir import DataDirError, read_text
 from speechllm.text.normalizer import normalize_text
 from speechllm.utils.config import atomic_write_text
 from speechllm.utils.git import git_commit
@@ -193,12 +193,29 @@ def format_summary(result: dict) -> str:
         f"%SER {pct(result['ser'])} of {result['num_utts']} utterances\n"
         f"hypotheses: {result['num_missing_hyp']} missing (scored as deletions), "
         f"{result['num_empty_hyp']} empty, {result['num_looping_hyp']} looping, "
-        f"{result['num_extra_hyp']} without reference (not scored)\n"
+        f"{result['num_extra_hyp']} without reference (not scored)"
+        + (f", {result['num_truncated_hyp']} cut at the length bound" if "num_truncated_hyp" in result else "")
+        + "\n"
     )
 
 
+def read_gen_info(path: str | os.PathLike) -> dict[str, tuple[int, bool]]:
+    """``gen_info`` of a generative decoder: ``utt_id num_new_tokens stopped`` per line (stopped 1
+    when generation ended with a stop token, 0 when it hit its length bound)."""
+    out: dict[str, tuple[int, bool]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in ("0", "1"):
+                raise DataDirError(path, lineno, f"expected 'utt_id num_new_tokens stopped(0|1)', got {line.strip()!r}")
+            if parts[0] in out:
+                raise DataDirError(path, lineno, f"duplicate utterance id '{parts[0]}'")
+            out[parts[0]] = (int(parts[1]), parts[2] == "1")
+    return out
+
+
 def score_dir(ref_text_path: str | os.PathLike, hyp_text_path: str | os.PathLike,
-              out_dir: str | os.PathLike) -> dict:
+              out_dir: str | os.PathLike, gen_info_path: str | os.PathLike | None = None) -> dict:
     """Score a hypothesis ``text`` file against a reference ``text`` file; write the reports.
 
     Args:
@@ -206,6 +223,8 @@ def score_dir(ref_text_path: str | os.PathLike, hyp_text_path: str | os.PathLike
         hyp_text_path: decoder output in the same format; a line with only the id is an empty
             hypothesis, an id absent from the file a missing one.
         out_dir: receives ``result.json``, ``result.txt`` and ``per_utt.txt``.
+        gen_info_path: optional :func:`read_gen_info` file of a generative decoder; adds the
+            count (and ids) of outputs cut at the length bound (``num_truncated_hyp``).
 
     Returns:
         The dict written to ``result.json``.
@@ -217,6 +236,11 @@ def score_dir(ref_text_path: str | os.PathLike, hyp_text_path: str | os.PathLike
     refs = read_text(ref_text_path)
     hyps = read_text(hyp_text_path)
     result, per_utt = score_texts(refs, hyps)
+    if gen_info_path is not None:
+        info = read_gen_info(gen_info_path)
+        truncated = sorted(u for u, (_, stopped) in info.items() if not stopped and u in refs)
+        result["num_truncated_hyp"] = len(truncated)
+        result["truncated_hyp_utts"] = truncated
     result = {
         "data_set": ref_text_path.parent.name,
         "ref": str(ref_text_path),

@@ -126,3 +126,26 @@ def average_checkpoints(paths: Sequence[PathLike]) -> dict[str, torch.Tensor]:
     for name, value in last.items():
         out[name] = (sums[name] / len(paths)).to(value.dtype) if name in sums else value.clone()
     return out
+
+
+def trainable_state_keys(model: nn.Module) -> set[str]:
+    """State-dict names a trainable-only checkpoint holds: parameters with ``requires_grad`` and
+    the buffers of modules that own such parameters (BatchNorm statistics of a trained encoder).
+    Frozen parts (a pretrained LLM, a frozen encoder) are left out: they are rebuilt from their
+    own source (hub id, local dir) when the model is built again."""
+    keys = {name for name, p in model.named_parameters() if p.requires_grad}
+    for prefix, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            keys.update(f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False))
+    return keys & set(model.state_dict())  # non-persistent buffers are never saved
+
+
+def check_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise ``ValueError`` when ``state`` (a trainable-only checkpoint) does not fit ``model``:
+    names the model does not have, or trainable names missing from ``state``."""
+    own = set(model.state_dict())
+    unexpected = sorted(set(state) - own)
+    missing = sorted(trainable_state_keys(model) - set(state))
+    if unexpected or missing:
+        raise ValueError(f"{source}: does not fit the model: {len(unexpected)} unknown names "
+                         f"{unexpected[:5]}, {len(missing)} trainable names missing {missing[:5]}")

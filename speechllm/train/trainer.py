@@ -46,12 +46,14 @@ from speechllm.data.sampler import BucketBatchSampler
 from speechllm.train import distributed as D
 from speechllm.train.checkpoint import (
     average_checkpoints,
+    check_trainable_state,
     checkpoint_dir,
     epoch_checkpoint_path,
     find_resume_checkpoint,
     last_checkpoint_path,
     load_checkpoint,
     save_checkpoint,
+    trainable_state_keys,
 )
 from speechllm.train.plot import plot_training_curves
 from speechllm.train.scheduler import build_scheduler
@@ -74,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_bins": 20000,  # max frames (incl. padding) per training batch
     "valid_batch_bins": None,  # None: same as batch_bins
     "max_batch_size": None,
+    "sortagrad_epochs": 0,  # epochs 1..N take batches shortest first (curriculum), then shuffled
     "num_workers": 2,
     "accum_grad": 1,
     "grad_clip": 5.0,  # max grad L2 norm; <= 0 disables clipping (the norm is still logged)
@@ -92,6 +95,9 @@ DEFAULTS: dict[str, Any] = {
     "frame_shift": 0.01,  # seconds per frame (feats_lens / length_per_bin), for the input-seconds-per-second rate
     "resume": True,  # continue from exp_dir/checkpoints/last.pt when it exists
     "ddp_find_unused_parameters": False,
+    # ddp: every rank holds the whole model. fsdp: FSDP2 shards the decoder layers of the LLM
+    # inside the model (their class comes from its _no_split_modules) when it does not fit one device.
+    "distributed_strategy": "ddp",
 }
 
 
@@ -114,6 +120,10 @@ def resolve_config(config: dict) -> dict:
         out[key] = {k: _number(v) for k, v in (out[key] or {}).items()}
     if out["optim"] not in OPTIMIZERS:
         raise ConfigError(f"optim '{out['optim']}': choose from {sorted(OPTIMIZERS)}")
+    if out["distributed_strategy"] not in ("ddp", "fsdp"):
+        raise ConfigError(f"distributed_strategy '{out['distributed_strategy']}': choose ddp or fsdp")
+    if out["distributed_strategy"] == "fsdp" and out["amp_dtype"] == "fp16":
+        raise ConfigError("distributed_strategy fsdp trains with amp_dtype bf16 or none (no fp16 loss scaling)")
     if out["amp_dtype"] not in AMP_DTYPES:
         raise ConfigError(f"amp_dtype '{out['amp_dtype']}': choose from {sorted(AMP_DTYPES)}")
     for key in ("accum_grad", "keep_nbest_models", "max_bad_steps", "log_interval", "max_epoch"):
@@ -219,6 +229,7 @@ class Trainer:
         exp_dir: experiment directory (config.yaml, checkpoints/, tensorboard/, images/).
         train_dataset, valid_dataset: map-style datasets with ``.lengths``.
         collate_fn: items -> batch dict (DataLoader's default collation when None).
+        valid_collate_fn: the validation set's, when it must differ (e.g. no random prompt choice).
 
     Under torchrun the process group is started from the environment here. The global RNGs are
     seeded with ``seed + rank`` (different dropout masks per rank); build the model before,
@@ -233,6 +244,7 @@ class Trainer:
         train_dataset: Any,
         valid_dataset: Any,
         collate_fn: Callable[[list], dict] | None = None,
+        valid_collate_fn: Callable[[list], dict] | None = None,
     ) -> None:
         self.config = c = resolve_config(config)
         self.exp_dir = Path(exp_dir)
@@ -243,7 +255,14 @@ class Trainer:
 
         self.model = model.to(self.device)
         self.train_model: nn.Module = self.model
-        if self.dist.world_size > 1:
+        # Trainable-only checkpoints: a model with a frozen pretrained part (an LLM) saves just what
+        # it trains; the frozen part is rebuilt from its own source.
+        self.trainable_only = bool(getattr(model, "checkpoint_trainable_only", False))
+        self.fsdp = self.dist.world_size > 1 and c["distributed_strategy"] == "fsdp"
+        if self.fsdp:
+            n = D.apply_fsdp(self.model)
+            logger.info("FSDP: %d decoder layers sharded over %d ranks", n, self.dist.world_size)
+        elif self.dist.world_size > 1:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -252,14 +271,19 @@ class Trainer:
 
         self.train_dataset, self.valid_dataset = train_dataset, valid_dataset
         self.collate_fn = collate_fn
+        self.valid_collate_fn = valid_collate_fn or collate_fn
         self.train_sampler = BucketBatchSampler(
             _bin_lengths(train_dataset), int(c["batch_bins"]), shuffle=True, seed=int(c["seed"]),
             rank=self.dist.rank, world_size=self.dist.world_size, max_batch_size=c["max_batch_size"],
+            shortest_first_epochs=int(c["sortagrad_epochs"]),
         )
         self.valid_sampler = BucketBatchSampler(
             _bin_lengths(valid_dataset), int(c["valid_batch_bins"] or c["batch_bins"]), shuffle=False,
             rank=self.dist.rank, world_size=self.dist.world_size, max_batch_size=c["max_batch_size"],
-            even_shards=False,  # every valid utterance exactly once over all ranks
+            # DDP: every valid utterance exactly once over all ranks. FSDP: every rank must run
+            # the same number of forwards (collectives), so shards are padded with repeated
+            # batches, which validate() gives weight 0.
+            even_shards=self.fsdp,
         )
 
         self.accum_grad = int(c["accum_grad"])
@@ -296,8 +320,8 @@ class Trainer:
         rng = D.all_gather_object(get_rng_state())  # each rank's RNGs, so every rank resumes exactly
         return {
             "format_version": 1,
-            "model": self.model.state_dict(),  # the unwrapped module: no "module." prefixes
-            "optimizer": self.optimizer.state_dict(),
+            "model": self._model_state(),  # the unwrapped module: no "module." prefixes
+            "optimizer": self._optimizer_state(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "sampler": {**self.train_sampler.state_dict(), "epoch": self.epoch + 1, "position": self.batches_done},
@@ -315,8 +339,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved; training continues where it stopped."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_model_state(state["model"])
+        self._load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
@@ -373,8 +397,9 @@ class Trainer:
         self.history["train"][epoch] = train_stats
         self.history["valid"][epoch] = valid_stats
         self._check_criteria(epoch)  # on every rank: all of them must stop together
+        model_state = self._model_state()  # a collective under FSDP
         if self.is_main:
-            self._write_epoch_outputs(epoch)
+            self._write_epoch_outputs(epoch, model_state)
             lr = self.optimizer.param_groups[0]["lr"]
             speed = f", {frames * float(self.config['frame_shift']) / train_secs:.1f} s of input per s" if frames else ""
             logger.info("epoch %d/%d: step %d, train %s | valid %s | lr %.3e, %.1f s%s",
@@ -383,11 +408,11 @@ class Trainer:
         # Last thing of the epoch, so that the saved RNG state is where the next epoch starts.
         self._save_last()
 
-    def _write_epoch_outputs(self, epoch: int) -> None:
+    def _write_epoch_outputs(self, epoch: int, model_state: dict) -> None:
         """Rank 0: epoch checkpoint (pruned to the N best), TensorBoard epoch scalars, PNG curves."""
         train_stats, valid_stats = self.history["train"][epoch], self.history["valid"][epoch]
         save_checkpoint(
-            {"model": self.model.state_dict(), "epoch": epoch, "step": self.step,
+            {"model": model_state, "epoch": epoch, "step": self.step,
              "stats": {"train": train_stats, "valid": valid_stats}},
             epoch_checkpoint_path(self.exp_dir, epoch),
         )
@@ -510,11 +535,14 @@ class Trainer:
         self.model.eval()  # the unwrapped module: no DDP collectives during validation
         stats = WeightedStats()
         self.valid_sampler.set_epoch(0)
-        for batch in self._loader(self.valid_dataset, self.valid_sampler, 0):
+        n_real = len(self.valid_sampler.batches)
+        for j, batch in enumerate(self._loader(self.valid_dataset, self.valid_sampler, 0)):
             batch = self._to_device(batch)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 loss, s = self.model(batch)
-            stats.add({"loss": float(loss), **{k: float(v) for k, v in s.items()}}, _batch_size(batch))
+            # FSDP pads the shards with repeated batches (global index >= n_real): run, not counted.
+            if self.dist.rank + j * self.dist.world_size < n_real:
+                stats.add({"loss": float(loss), **{k: float(v) for k, v in s.items()}}, _batch_size(batch))
         self.model.train()
         return stats.mean(reduce=True)
 
@@ -524,7 +552,8 @@ class Trainer:
         # An own generator: creating the loader iterator would otherwise draw from the global
         # torch RNG, which would break exact resume.
         gen = torch.Generator().manual_seed(int(self.config["seed"]) + epoch)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
+        collate = self.valid_collate_fn if dataset is self.valid_dataset else self.collate_fn
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                           num_workers=int(self.config["num_workers"]),
                           pin_memory=self.device.type == "cuda", generator=gen)
 
@@ -533,6 +562,49 @@ class Trainer:
             raise TypeError(f"collate_fn must return a dict batch, got {type(batch).__name__}")
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
+
+    def _model_state(self) -> dict:
+        """Model weights to save (every rank must call it: a collective under FSDP). Under FSDP
+        the full tensors are gathered to rank 0's CPU; a trainable-only model keeps only
+        :func:`trainable_state_keys`."""
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            state = self.model.state_dict()
+        if self.trainable_only:
+            keys = trainable_state_keys(self.model)
+            state = {k: v for k, v in state.items() if k in keys}
+        return state
+
+    def _load_model_state(self, state: dict) -> None:
+        if self.trainable_only:
+            check_trainable_state(self.model, state, "checkpoint")
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True,
+                                                                              strict=not self.trainable_only))
+        else:
+            self.model.load_state_dict(state, strict=not self.trainable_only)
+
+    def _optimizer_state(self) -> dict:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(self.model, self.optimizer,
+                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return self.optimizer.state_dict()
+
+    def _load_optimizer_state(self, state: dict) -> None:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, state,
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state)
 
     def _save_last(self) -> None:
         state = self.state_dict()  # collective (RNG states of all ranks)

@@ -53,6 +53,8 @@ class ConformerEncoder(nn.Module):
         subsampling_rate: 4, 6 or 8 (frame rate 40/60/80 ms for 10 ms features).
         positional_dropout_rate: dropout after adding positional encodings.
         convolution_first: run the convolution module before self-attention.
+        interctc_layer_idx: 1-based block indices whose outputs :meth:`forward` also returns
+            when asked (``return_intermediate=True``) for intermediate CTC (Lee & Watanabe 2021).
     """
 
     input_kind = "fbank"  # forward takes features [B, T, input_size]; see speechllm.nets.encoders
@@ -69,8 +71,14 @@ class ConformerEncoder(nn.Module):
         subsampling_rate: int = 4,
         positional_dropout_rate: float = 0.1,
         convolution_first: bool = False,
+        interctc_layer_idx: list[int] | tuple[int, ...] = (),
     ) -> None:
         super().__init__()
+        bad = [i for i in interctc_layer_idx if not 1 <= int(i) < num_blocks]
+        if bad:
+            raise ValueError(f"interctc_layer_idx {bad} out of range: use blocks 1..{num_blocks - 1} "
+                             "(the last block's output is the encoder output)")
+        self.interctc_layer_idx = sorted(int(i) for i in interctc_layer_idx)
         self._output_size = output_size
         self.subsampling = Conv2dSubsampling(input_size, output_size, subsampling_rate)
         self.pos_enc = PositionalEncoding(output_size, positional_dropout_rate)
@@ -101,19 +109,30 @@ class ConformerEncoder(nn.Module):
         """Output frames per second for 10 ms fbank frames."""
         return 100.0 / self.subsampling.rate
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode ``x[B, T, D]`` with ``lengths[B]``; padded output frames are zero."""
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, return_intermediate: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Encode ``x[B, T, D]`` with ``lengths[B]``; padded output frames are zero.
+
+        With ``return_intermediate`` also returns the outputs of the ``interctc_layer_idx`` blocks
+        (``[B, T', D]`` each, same lengths) as a third element.
+        """
         x, lengths = self.subsampling(x, lengths)
         x = self.pos_enc(x)
         pad = make_pad_mask(lengths, x.size(1))
         valid = (~pad).unsqueeze(1).to(x.dtype)  # [B, 1, T'] like the conv input [B, C, T']
         h = x.transpose(0, 1)  # torchaudio layers take [T, B, D]
-        for layer in self.conformer.conformer_layers:
+        intermediate: list[torch.Tensor] = []
+        for index, layer in enumerate(self.conformer.conformer_layers, start=1):
             conv = self._depthwise_conv(layer)
             conv.valid_frames = valid  # read by _zero_padded_frames during this call only
             try:
                 h = layer(h, pad)
             finally:
                 conv.valid_frames = None
+            if return_intermediate and index in self.interctc_layer_idx:
+                intermediate.append(h.transpose(0, 1).masked_fill(pad.unsqueeze(-1), 0.0))
         out = h.transpose(0, 1).masked_fill(pad.unsqueeze(-1), 0.0)
+        if return_intermediate:
+            return out, lengths, intermediate
         return out, lengths

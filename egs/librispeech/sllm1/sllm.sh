@@ -1,0 +1,1 @@
+../../TEMPLATE/sllm1/sllm.sh

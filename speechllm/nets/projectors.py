@@ -1,0 +1,209 @@
+"""Projectors: speech-encoder frames -> LLM input embeddings, with a lower frame rate.
+
+The YAML key ``projector: NAME`` picks the class, ``projector_conf`` holds its keyword arguments;
+every projector is built as ``PROJECTORS[name](input_size=encoder.output_size(),
+output_size=llm_hidden_size, **projector_conf)`` and provides:
+
+* ``forward(x[B, T, D], lengths[B]) -> (y[B, T', output_size], out_lengths[B])``; output frames
+  ``>= out_lengths`` are zero, and the valid outputs of an utterance do not depend on how far the
+  batch is padded (padded input frames are zeroed or masked before they can mix in).
+* ``output_lengths(lengths) -> out_lengths`` for integer tensors, without running the network
+  (how many audio embeddings an utterance will take in the LLM sequence).
+* ``downsample``: input frames per output frame (an int, except for ``qformer``: ``window /
+  num_queries``); ``input_size`` and ``output_size``: the constructor's dimensions.
+
+Projectors:
+
+* ``linear`` (SLAM-LLM): stack ``downsample`` consecutive frames (the tail is zero padded,
+  ``T' = ceil(T / k)``), then Linear -> ReLU/GELU -> Linear.
+* ``conv1d``: a strided Conv1d (kernel ``kernel_size``, default ``downsample``; no padding) ->
+  activation -> the same 2-layer MLP. Output lengths follow the conv formula
+  ``floor((T - kernel) / stride) + 1``: an output frame exists only where its whole receptive
+  field is valid audio (so an utterance shorter than the kernel gives no frame).
+* ``qformer`` (SALMONN's window-level Q-Former): the sequence is cut into windows of ``window``
+  frames (stride ``window``); ``num_queries`` learnable queries per window cross-attend to the
+  frames of their window only (padded frames masked) through a few ``nn.TransformerDecoderLayer``
+  blocks, then a Linear maps them to ``output_size``. ``T' = ceil(T / window) * num_queries``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from speechllm.nets.encoders.conformer import make_pad_mask
+from speechllm.utils.config import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"projector_conf.activation: unknown choice {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def _positive_int(value: object, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"projector_conf.{option}: expected an int >= 1, got {value!r}")
+    return value
+
+
+def _ceil_div(lengths: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.div(lengths + k - 1, k, rounding_mode="floor")
+
+
+def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``x[B, T, D]`` with frames ``t >= lengths[b]`` set to zero."""
+    return x.masked_fill(make_pad_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
+
+
+def _mlp(input_size: int, hidden_size: int, output_size: int, activation: str) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(input_size, hidden_size), _activation(activation),
+                         nn.Linear(hidden_size, output_size))
+
+
+class LinearProjector(nn.Module):
+    """Frame stacking by ``downsample`` + a 2-layer MLP (SLAM-LLM's linear projector).
+
+    Args:
+        input_size: encoder output dimension D.
+        output_size: LLM hidden size.
+        downsample: frames stacked into one output frame (k).
+        hidden_size: width of the MLP's hidden layer.
+        activation: ``relu`` or ``gelu``.
+    """
+
+    def __init__(self, input_size: int, output_size: int, downsample: int = 5, hidden_size: int = 2048,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        self.input_size, self.output_size = input_size, output_size
+        self.downsample = _positive_int(downsample, "downsample")
+        self.mlp = _mlp(input_size * self.downsample, _positive_int(hidden_size, "hidden_size"), output_size,
+                        activation)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """``ceil(lengths / downsample)``."""
+        return _ceil_div(lengths, self.downsample)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project ``x[B, T, D]`` to ``[B, ceil(T / k), output_size]``."""
+        b, t, d = x.shape
+        k = self.downsample
+        # Zero the padding first: the last stack of an utterance reaches past its end, and what it
+        # holds there must not depend on the batch.
+        x = _zero_padding(x, lengths)
+        x = nn.functional.pad(x, (0, 0, 0, (-t) % k))
+        out_lens = self.output_lengths(lengths)
+        y = self.mlp(x.reshape(b, -1, k * d))
+        return _zero_padding(y, out_lens), out_lens
+
+
+class Conv1dProjector(nn.Module):
+    """Strided Conv1d + activation + a 2-layer MLP.
+
+    Args:
+        input_size: encoder output dimension D (also the conv's channel count).
+        output_size: LLM hidden size.
+        downsample: the conv stride.
+        kernel_size: the conv kernel (default ``downsample``: non-overlapping windows); must be
+            ``>= downsample`` so that no input frame is skipped.
+        hidden_size: width of the MLP's hidden layer.
+        activation: ``relu`` or ``gelu``.
+    """
+
+    def __init__(self, input_size: int, output_size: int, downsample: int = 2, kernel_size: int | None = None,
+                 hidden_size: int = 2048, activation: str = "relu") -> None:
+        super().__init__()
+        self.input_size, self.output_size = input_size, output_size
+        self.downsample = _positive_int(downsample, "downsample")
+        self.kernel_size = self.downsample if kernel_size is None else _positive_int(kernel_size, "kernel_size")
+        if self.kernel_size < self.downsample:
+            raise ConfigError(f"projector_conf.kernel_size {self.kernel_size} < downsample {self.downsample}: "
+                              f"frames between the kernels would be skipped")
+        self.conv = nn.Conv1d(input_size, input_size, self.kernel_size, stride=self.downsample)
+        self.act = _activation(activation)
+        self.mlp = _mlp(input_size, _positive_int(hidden_size, "hidden_size"), output_size, activation)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """``floor((lengths - kernel_size) / downsample) + 1``, at least 0 (the conv formula, no padding)."""
+        n = torch.div(lengths - self.kernel_size, self.downsample, rounding_mode="floor") + 1
+        return n.clamp(min=0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project ``x[B, T, D]`` to ``[B, T', output_size]`` with ``T'`` from the conv formula."""
+        out_lens = self.output_lengths(lengths)
+        if x.size(1) < self.kernel_size:  # too short for one kernel: no frame at all
+            return x.new_zeros(x.size(0), 0, self.output_size), out_lens
+        y = self.act(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        # Valid outputs only see valid inputs (no conv padding), so nothing to mask before the conv.
+        y = self.mlp(y)
+        return _zero_padding(y, out_lens), out_lens
+
+
+class QFormerProjector(nn.Module):
+    """Window-level Q-Former (SALMONN): learnable queries cross-attend to the frames of each window.
+
+    Args:
+        input_size: encoder output dimension D.
+        output_size: LLM hidden size.
+        window: frames per window (the stride too: windows do not overlap).
+        num_queries: queries (output frames) per window.
+        num_layers: ``nn.TransformerDecoderLayer`` blocks (self-attention among the queries of a
+            window, cross-attention to its frames, feed-forward; pre-norm).
+        d_model: width of the Q-Former; frames are mapped to it by a Linear.
+        num_heads: attention heads.
+        ffn_size: feed-forward width (default ``4 * d_model``).
+        dropout: dropout inside the blocks.
+    """
+
+    def __init__(self, input_size: int, output_size: int, window: int = 17, num_queries: int = 1,
+                 num_layers: int = 2, d_model: int = 256, num_heads: int = 4, ffn_size: int | None = None,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.input_size, self.output_size = input_size, output_size
+        self.window = _positive_int(window, "window")
+        self.num_queries = _positive_int(num_queries, "num_queries")
+        d_model = _positive_int(d_model, "d_model")
+        if d_model % _positive_int(num_heads, "num_heads"):
+            raise ConfigError(f"projector_conf.d_model {d_model} is not divisible by num_heads {num_heads}")
+        self.downsample = self.window / self.num_queries  # input frames per output frame
+        self.in_proj = nn.Linear(input_size, d_model)
+        # Cross-attention alone is blind to the order of frames in a window: give them positions.
+        self.frame_pos = nn.Parameter(torch.zeros(self.window, d_model))
+        self.queries = nn.Parameter(torch.randn(self.num_queries, d_model) * 0.02)
+        layer = nn.TransformerDecoderLayer(d_model, num_heads, ffn_size or 4 * d_model, dropout,
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, _positive_int(num_layers, "num_layers"),
+                                            norm=nn.LayerNorm(d_model))
+        self.out_proj = nn.Linear(d_model, output_size)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """``ceil(lengths / window) * num_queries``."""
+        return _ceil_div(lengths, self.window) * self.num_queries
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project ``x[B, T, D]`` to ``[B, ceil(T / window) * num_queries, output_size]``."""
+        b, t, _ = x.shape
+        w, nq = self.window, self.num_queries
+        n_win = -(-t // w)
+        h = self.in_proj(x)
+        h = nn.functional.pad(h, (0, 0, 0, n_win * w - t)).view(b, n_win, w, -1) + self.frame_pos
+        frame_pad = make_pad_mask(lengths, n_win * w).view(b, n_win, w)
+        # Run only windows holding at least one valid frame: a fully masked window would give NaN
+        # attention, and skipping them keeps the work proportional to the audio, not the padding.
+        valid_win = ~frame_pad[:, :, 0]
+        mem, mem_pad = h[valid_win], frame_pad[valid_win]  # [M, w, d], [M, w]
+        queries = self.queries.unsqueeze(0).expand(mem.size(0), -1, -1)
+        q = self.layers(queries, mem, memory_key_padding_mask=mem_pad)  # [M, nq, d]
+        y = x.new_zeros(b, n_win, nq, self.out_proj.out_features)
+        y[valid_win] = self.out_proj(q).to(y.dtype)
+        return y.view(b, n_win * nq, -1), self.output_lengths(lengths)
+
+
+PROJECTORS: dict[str, Callable[..., nn.Module]] = {
+    "linear": LinearProjector,
+    "conv1d": Conv1dProjector,
+    "qformer": QFormerProjector,
+}

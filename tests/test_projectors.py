@@ -1,0 +1,97 @@
+"""Projectors: output lengths, zero padding, padding invariance, gradients, option errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechllm.nets.projectors import PROJECTORS, Conv1dProjector, LinearProjector, QFormerProjector
+from speechllm.utils.config import ConfigError
+
+D_IN, D_OUT = 12, 16
+
+CASES = [
+    ("linear", {"downsample": 1, "hidden_size": 8}),
+    ("linear", {"downsample": 2, "hidden_size": 8, "activation": "gelu"}),
+    ("linear", {"downsample": 4, "hidden_size": 8}),
+    ("linear", {"downsample": 5, "hidden_size": 8}),
+    ("conv1d", {"downsample": 1, "hidden_size": 8}),
+    ("conv1d", {"downsample": 2, "hidden_size": 8}),
+    ("conv1d", {"downsample": 4, "kernel_size": 6, "hidden_size": 8}),
+    ("conv1d", {"downsample": 5, "hidden_size": 8}),
+    ("qformer", {"window": 1, "num_queries": 1, "d_model": 8, "num_heads": 2, "num_layers": 1}),
+    ("qformer", {"window": 4, "num_queries": 1, "d_model": 8, "num_heads": 2, "num_layers": 1}),
+    ("qformer", {"window": 5, "num_queries": 2, "d_model": 8, "num_heads": 2, "num_layers": 2}),
+]
+IDS = [f"{name}-{'-'.join(f'{k}{v}' for k, v in conf.items())}" for name, conf in CASES]
+
+
+def _build(name: str, conf: dict) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return PROJECTORS[name](input_size=D_IN, output_size=D_OUT, **conf).eval()
+
+
+@pytest.mark.parametrize("name,conf", CASES, ids=IDS)
+def test_output_lengths_match_forward_and_padding_is_zero(name, conf):
+    proj = _build(name, conf)
+    lengths = torch.tensor([23, 17, 9, 6])
+    x = torch.randn(4, 23, D_IN)
+    y, out_lens = proj(x, lengths)
+    assert torch.equal(out_lens, proj.output_lengths(lengths))
+    assert y.size(0) == 4 and y.size(2) == D_OUT and y.size(1) >= int(out_lens.max())
+    for b in range(4):
+        assert torch.all(y[b, out_lens[b]:] == 0)
+        assert y[b, : out_lens[b]].abs().sum() > 0
+
+
+def test_output_lengths_formulas():
+    lengths = torch.tensor([1, 4, 5, 9, 10, 11])
+    assert LinearProjector(4, 4, downsample=5, hidden_size=4).output_lengths(lengths).tolist() == [1, 1, 1, 2, 2, 3]
+    # conv: floor((L - kernel) / stride) + 1, clamped at 0
+    conv = Conv1dProjector(4, 4, downsample=2, kernel_size=3, hidden_size=4)
+    assert conv.output_lengths(lengths).tolist() == [0, 1, 2, 4, 4, 5]
+    qf = QFormerProjector(4, 4, window=4, num_queries=3, d_model=4, num_heads=1)
+    assert qf.output_lengths(lengths).tolist() == [3, 3, 6, 9, 9, 9]
+    assert qf.downsample == 4 / 3
+
+
+@pytest.mark.parametrize("name,conf", CASES, ids=IDS)
+def test_valid_outputs_do_not_depend_on_batch_padding(name, conf):
+    proj = _build(name, conf)
+    torch.manual_seed(1)
+    x = torch.randn(1, 13, D_IN)
+    y_alone, n_alone = proj(x, torch.tensor([13]))
+    # the same utterance in a batch padded to 31 frames with garbage (not zeros) in the padding
+    padded = torch.randn(2, 31, D_IN) * 5
+    padded[1, :13] = x[0]
+    y_batch, n_batch = proj(padded, torch.tensor([31, 13]))
+    n = int(n_alone[0])
+    assert int(n_batch[1]) == n
+    torch.testing.assert_close(y_batch[1, :n], y_alone[0, :n], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,conf", CASES, ids=IDS)
+def test_gradients_reach_every_parameter(name, conf):
+    proj = _build(name, conf).train()
+    x = torch.randn(3, 20, D_IN, requires_grad=True)
+    y, _ = proj(x, torch.tensor([20, 15, 7]))
+    y.pow(2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for pname, p in proj.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_conv1d_utterance_shorter_than_kernel_gives_no_frames():
+    proj = Conv1dProjector(D_IN, D_OUT, downsample=4, kernel_size=6, hidden_size=8)
+    y, n = proj(torch.randn(2, 5, D_IN), torch.tensor([5, 3]))
+    assert y.shape == (2, 0, D_OUT) and n.tolist() == [0, 0]
+
+
+def test_bad_options_raise_config_error():
+    with pytest.raises(ConfigError, match="downsample"):
+        LinearProjector(4, 4, downsample=0)
+    with pytest.raises(ConfigError, match="activation"):
+        LinearProjector(4, 4, activation="swishy")
+    with pytest.raises(ConfigError, match="kernel_size"):
+        Conv1dProjector(4, 4, downsample=4, kernel_size=2)
+    with pytest.raises(ConfigError, match="num_heads"):
+        QFormerProjector(4, 4, d_model=6, num_heads=4)

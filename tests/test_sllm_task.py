@@ -1,0 +1,125 @@
+"""The speech-LLM task end to end on tiny parts: ``train --task sllm`` (encoder from an ASR
+checkpoint, LoRA, trainable-only checkpoints), ``sllm_inference`` in jobs, ``sllm_export``."""
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from asr_toys import INPUT_SIZE, VOCAB, tiny_config
+from sllm_toys import make_tiny_llm
+from speechllm.bin import sllm_export, sllm_inference, train
+from speechllm.tasks import sllm
+from speechllm.tasks.asr import build_model as build_asr_model
+from speechllm.train.checkpoint import load_model_state_dict
+from speechllm.utils.config import ConfigError
+
+TEXTS = ["and god said let there be light", "the earth was without form", "in the beginning",
+         "and there was light", "god created the heaven", "and the earth"]
+
+
+def write_feats_dir(path: Path, utts: dict[str, str], seed: int) -> Path:
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    with kaldiio.WriteHelper(f"ark,scp:{path / 'feats.ark'},{path / 'feats.scp'}") as w:
+        for i, utt in enumerate(sorted(utts)):
+            w(utt, rng.standard_normal((40 + 7 * i, INPUT_SIZE)).astype(np.float32))
+    (path / "text").write_text("".join(f"{u} {t}\n" for u, t in sorted(utts.items())))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sllm_task")
+    llm_dir = make_tiny_llm(root / "llm")
+    asr_config = tiny_config()
+    torch.manual_seed(1)
+    asr = build_asr_model(asr_config, VOCAB)
+    torch.save({"model": asr.state_dict()}, root / "asr.pt")
+    train_dir = write_feats_dir(root / "train", {f"tr{i}": t for i, t in enumerate(TEXTS)}, 0)
+    dev_dir = write_feats_dir(root / "dev", {f"dv{i}": t for i, t in enumerate(TEXTS[:3])}, 1)
+    config = {
+        "input_size": INPUT_SIZE, "encoder": "conformer", "encoder_conf": asr_config["encoder_conf"],
+        "encoder_init": str(root / "asr.pt"),
+        "projector": "linear", "projector_conf": {"downsample": 2, "hidden_size": 32},
+        "llm": llm_dir, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "freeze": ["encoder.*"],
+        "prompts": {"wordings": ["Transcribe the audio: {text}", "Write it down. {text}"]},
+        "max_epoch": 2, "batch_bins": 200, "num_workers": 0, "optim": "adamw", "optim_conf": {"lr": 0.003},
+        "keep_nbest_models": 2, "log_interval": 1,
+    }
+    (root / "train.yaml").write_text(yaml.safe_dump(config))
+    exp = root / "exp"
+    assert train.main(["--task", "sllm", "--config", str(root / "train.yaml"), "--train_data_dir", str(train_dir),
+                       "--valid_data_dir", str(dev_dir), "--exp_dir", str(exp)]) == 0
+    return root, exp, asr, dev_dir
+
+
+def test_checkpoint_holds_only_projector_and_lora(setup):
+    _, exp, _, _ = setup
+    state = load_model_state_dict(exp / "valid.acc.ave.pt")
+    assert state and all(k.startswith("projector.") or "lora_" in k for k in state), sorted(state)[:5]
+    assert any("lora_A" in k for k in state)
+    saved = yaml.safe_load((exp / "config.yaml").read_text())
+    assert saved["input"] == "fbank" and saved["task"] == "sllm"
+
+
+def test_encoder_starts_from_the_asr_checkpoint(setup):
+    _, exp, asr, _ = setup
+    model = sllm.build_model(yaml.safe_load((exp / "config.yaml").read_text()))
+    for name, value in asr.encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], value), name
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_encoder_init_with_another_encoder_is_a_config_error(setup, tmp_path):
+    root, exp, _, _ = setup
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    config["encoder_conf"] = {**config["encoder_conf"], "num_blocks": 3}
+    with pytest.raises(ConfigError, match="encoder_init"):
+        sllm.build_model(config)
+
+
+def decode(args: list[str]) -> None:
+    assert sllm_inference.main(args) == 0
+
+
+def test_jobs_decode_every_utterance_deterministically(setup, tmp_path):
+    _, exp, _, dev_dir = setup
+    common = ["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"), "--data_dir", str(dev_dir),
+              "--nj", "2", "--max_new_tokens_base", "3", "--max_new_tokens_per_second", "10"]
+    for job in (1, 2):
+        decode(common + ["--output_dir", str(tmp_path / "a"), "--job", str(job)])
+    decode(common + ["--output_dir", str(tmp_path / "b"), "--job", "1"])
+    ids = [line.split()[0] for j in (1, 2) for line in (tmp_path / "a" / f"text.{j}").read_text().splitlines()]
+    assert sorted(ids) == ["dv0", "dv1", "dv2"]
+    assert (tmp_path / "a" / "text.1").read_text() == (tmp_path / "b" / "text.1").read_text()
+    for line in (tmp_path / "a" / "gen_info.1").read_text().splitlines():
+        utt, n, stopped = line.split()
+        frames = {"dv0": 40, "dv1": 47, "dv2": 54}[utt]
+        assert int(n) <= int(3 + 10 * frames * 0.01) and stopped in ("0", "1")
+
+
+def test_export_decodes_like_the_experiment(setup, tmp_path):
+    _, exp, _, dev_dir = setup
+    assert sllm_export.main(["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"),
+                             "--out_dir", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export" / "llm" / "config.json").is_file()
+    common = ["--data_dir", str(dev_dir), "--max_new_tokens_base", "4", "--max_new_tokens_per_second", "10"]
+    decode(common + ["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"),
+                     "--output_dir", str(tmp_path / "exp_out")])
+    decode(common + ["--model_dir", str(tmp_path / "export"), "--output_dir", str(tmp_path / "export_out")])
+    assert (tmp_path / "exp_out" / "text.1").read_text() == (tmp_path / "export_out" / "text.1").read_text()
+
+
+def test_bad_prompt_and_unknown_option_are_clear_errors(setup, tmp_path, capsys):
+    _, exp, _, dev_dir = setup
+    base = ["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"), "--data_dir", str(dev_dir),
+            "--output_dir", str(tmp_path)]
+    assert sllm_inference.main(base + ["--prompt", "no placeholder"]) == 1
+    assert "{text}" in capsys.readouterr().err
+    (tmp_path / "dec.yaml").write_text("beam_size: 3\n")
+    assert sllm_inference.main(base + ["--config", str(tmp_path / "dec.yaml")]) == 1
+    assert "unknown decoding option" in capsys.readouterr().err
