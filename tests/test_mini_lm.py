@@ -88,12 +88,15 @@ TINY_MODEL = ["--model_conf.hidden_size", "32", "--model_conf.num_hidden_layers"
               "--model_conf.intermediate_size", "64"]
 
 
+SCRAMBLED = ("--scrambled_per_sentence", "0.5")
+
+
 def prepare(out_dir: Path, bible: Path, exclude: Path, *extra: str) -> Path:
     rc = lm_prepare_data.main([
         "--prompts", str(PROMPTS), "--out_dir", str(out_dir), "--exclude", str(exclude),
         "--bible_cmd", str(bible), "--books", "Psa,Prv,Mat,John", "--num_eval", "4", "--num_valid", "3",
         "--num_eval_seen", "3", "--num_valid_chunks", "1", "--chunk_words", "40", "--max_plain_chunks", "-1",
-        "--tasks_per_sentence", "3", "--vocab_size", "400", *extra,
+        "--tasks_per_sentence", "3", "--scrambled_per_sentence", "0", "--vocab_size", "400", *extra,
     ])
     assert rc == 0
     return out_dir
@@ -113,7 +116,7 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, inputs):
-    return prepare(tmp_path_factory.mktemp("lm_data"), *inputs, "--scrambled_per_sentence", "0.5")
+    return prepare(tmp_path_factory.mktemp("lm_data"), *inputs, *SCRAMBLED)
 
 
 @pytest.fixture(scope="module")
@@ -174,14 +177,14 @@ def test_training_uses_all_wordings_by_default_and_train_split_on_request(data, 
 
 
 def test_prepare_is_reproducible(data, tmp_path, inputs):
-    again = prepare(tmp_path / "again", *inputs)
+    again = prepare(tmp_path / "again", *inputs, *SCRAMBLED)
     for name in ("train.jsonl", "valid.jsonl", "eval.jsonl", "eval_seen.jsonl"):
         assert (again / name).read_bytes() == (data / name).read_bytes(), name
 
 
 def test_instruction_answers_come_from_the_tasks(data):
     for ex in read_jsonl(data / "train.jsonl"):
-        if ex["kind"] != "chat":
+        if ex["kind"] != "chat" or ex.get("scrambled"):
             continue
         verse = VERSES[ex["ref"]]
         answer = ex["messages"][1]["content"]
@@ -331,5 +334,6 @@ def test_eval_writes_per_task_accuracy(exported, data, tmp_path):
     assert results["n"] == n_eval and 0.0 <= results["macro_acc"] <= 1.0
     assert {"repeat", "transcribe", "keyword"} <= set(results["tasks"])
     assert set(results["tasks"]["repeat"]["by_split"]) <= {"train", "heldout"}
+    assert results["tasks"]["repeat"]["wer"] >= 0 and results["tasks"]["first_word"]["wer"] is None
     assert len((out / "hyps.jsonl").read_text().splitlines()) == n_eval
     assert "| repeat |" in (out / "results.md").read_text()

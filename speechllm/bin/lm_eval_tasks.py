@@ -9,7 +9,9 @@ Each chat example of the JSONL (``lm_prepare_data`` format) is asked without its
 ``text_tasks.exact_match`` for the example's ``answer_task``. Writes into ``OUT_DIR``:
 
 - ``results.json``: per task accuracy and count, split into train/held-out wordings, per wording;
-  the macro average over tasks;
+  for the sentence-long answers (``WER_TASKS``) also the word error rate (after
+  ``normalize_text``, so case is ignored), which shows how close a model that is not yet exact
+  comes; the macro average of the accuracies over tasks;
 - ``results.md``: the same as a markdown table;
 - ``hyps.jsonl``: every example's prompt, reference, output and whether it matched.
 """
@@ -28,10 +30,14 @@ from tqdm import tqdm
 
 from speechllm.bin import exit_on_user_error
 from speechllm.llm.text_tasks import exact_match
+from speechllm.text.normalizer import normalize_text
 from speechllm.utils.config import ConfigError, atomic_write_text
 from speechllm.utils.logging_utils import setup_logging
 
 log = logging.getLogger("lm_eval_tasks")
+
+# Answer tasks whose answers are whole sentences: scored by WER besides exact match.
+WER_TASKS = ("repeat", "continue", "uppercase")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -98,12 +104,19 @@ def summarize(examples: list[dict], hyps: list[str]) -> tuple[dict, list[dict]]:
         by_task[rec["task"]].append(rec)
     tasks = {}
     for task, recs in sorted(by_task.items()):
+        wer = None
+        if recs[0]["answer_task"] in WER_TASKS:
+            import jiwer
+
+            wer = 100 * jiwer.wer([normalize_text(r["ref"]) for r in recs],
+                                  [normalize_text(r["hyp"]) for r in recs])
         wordings: dict[str, list[bool]] = defaultdict(list)
         for r in recs:
             wordings[r["wording"]].append(r["correct"])
         tasks[task] = {
             **_acc([r["correct"] for r in recs]),
             "answer_task": recs[0]["answer_task"],
+            "wer": wer,
             "by_split": {s: _acc([r["correct"] for r in recs if r["split"] == s])
                          for s in ("train", "heldout") if any(r["split"] == s for r in recs)},
             "by_wording": {w: _acc(f) for w, f in sorted(wordings.items(), key=lambda kv: str(kv[0]))},
@@ -116,11 +129,13 @@ def markdown_table(results: dict, title: str) -> str:
     def pct(d: dict | None) -> str:
         return "–" if not d or d["acc"] is None else f"{100 * d['acc']:.1f} ({d['n']})"
 
-    lines = [f"# {title}", "", "Exact match in % (number of examples).", "",
-             "| task | all | train wordings | held-out wordings |", "|---|---|---|---|"]
+    lines = [f"# {title}", "", "Exact match in % (number of examples); word error rate in % for sentence answers.", "",
+             "| task | all | train wordings | held-out wordings | WER |", "|---|---|---|---|---|"]
     for task, t in results["tasks"].items():
-        lines.append(f"| {task} | {pct(t)} | {pct(t['by_split'].get('train'))} | {pct(t['by_split'].get('heldout'))} |")
-    lines.append(f"| **macro average** | {100 * results['macro_acc']:.1f} ({results['n']}) | | |")
+        wer = "" if t.get("wer") is None else f"{t['wer']:.1f}"
+        lines.append(f"| {task} | {pct(t)} | {pct(t['by_split'].get('train'))} | "
+                     f"{pct(t['by_split'].get('heldout'))} | {wer} |")
+    lines.append(f"| **macro average** | {100 * results['macro_acc']:.1f} ({results['n']}) | | | |")
     return "\n".join(lines) + "\n"
 
 

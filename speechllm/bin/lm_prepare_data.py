@@ -7,8 +7,13 @@ Writes into ``OUT_DIR``:
 
 - ``train.jsonl``: plain-text chunks (consecutive verses of the whole KJV, normalized like the
   transcripts, joined by spaces into chunks of about ``--chunk_words`` words, never across
-  books) and instruction examples (``--tasks_per_sentence`` tasks per training sentence, tasks
-  balanced, a random wording each) as chat turns; format in :mod:`speechllm.tasks.lm`.
+  books; ``--max_plain_chunks`` of them) and instruction examples (``--tasks_per_sentence``
+  tasks per training sentence, tasks balanced, a random wording each) as chat turns, plus
+  ``--scrambled_per_sentence`` examples per sentence on its words in random order (tasks that
+  need no context): a tiny LM otherwise answers ``repeat`` from remembered verse text instead of
+  reading the prompt, and the speech LLM will hand it ASR output, which is not verse text
+  either. Format in :mod:`speechllm.tasks.lm`. The defaults make ~1.15 M tokens, the size
+  ``egs/mini_synth/sllm1/conf/lm_pretrain.yaml`` is timed for.
 - ``valid.jsonl``: a few plain chunks and instruction examples on validation sentences (for the
   Trainer's validation loss and model selection).
 - ``eval.jsonl``: every task on ``--num_eval`` unseen sentences (wordings in turn, so each
@@ -77,11 +82,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--books", default=",".join(DEFAULT_BOOKS), help="books of the instruction sentences")
     p.add_argument("--min_words", type=int, default=5)
     p.add_argument("--max_words", type=int, default=18)
-    p.add_argument("--tasks_per_sentence", type=int, default=4, help="instruction examples per training sentence")
+    p.add_argument("--tasks_per_sentence", type=int, default=6, help="instruction examples per training sentence")
     p.add_argument("--chunk_words", type=int, default=160, help="words per plain-text chunk (about 1.15 tokens each)")
-    p.add_argument("--max_plain_chunks", type=int, default=1500,
+    p.add_argument("--max_plain_chunks", type=int, default=1000,
                    help="keep this many plain chunks (seeded sample of ~4,500; -1: all)")
-    p.add_argument("--scrambled_per_sentence", type=float, default=0.0,
+    p.add_argument("--scrambled_per_sentence", type=float, default=2.0,
                    help="extra examples per training sentence on its words in random order (tasks that "
                         "need no context only): copying cannot lean on remembered verses")
     p.add_argument("--num_valid", type=int, default=100, help="validation sentences")
