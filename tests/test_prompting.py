@@ -126,11 +126,11 @@ def test_hub_id_offline_fails_fast_with_a_local_dir_hint(monkeypatch):
 
 
 def test_hub_id_without_network_fails_fast(monkeypatch):
-    import speechllm.llm.loading as loading
+    import speechllm.nets.encoders.pretrained as pretrained  # the shared hub loader probes here
 
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda: False)
     with pytest.raises(ConfigError, match="'nobody-here/no-such-llm-xyz'.*unreachable.*llm: /path/to/dir"):
         load_causal_lm("nobody-here/no-such-llm-xyz")
 

@@ -15,13 +15,11 @@ with a :class:`ConfigError` that names the id and says how to point ``llm`` at a
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
 
-from speechllm.nets.encoders.pretrained import _looks_like_path, hub_offline, hub_reachable
+from speechllm.nets.encoders.pretrained import load_from_hub_or_dir
 from speechllm.utils.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -61,26 +59,8 @@ def no_llm_hub_message(name: str, reason: str, option: str = "llm") -> str:
 
 def _load_local_or_hub(load: Callable[[str, bool], T], name: str, option: str) -> T:
     """``load(source, local_files_only)`` from a directory, the local cache or a reachable hub."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return load(str(path), True)
-    if _looks_like_path(name):
-        raise ConfigError(f"{option}: directory {name} not found (expected a save_pretrained directory or a hub id)")
-    try:
-        return load(name, True)  # already in the local cache: no network needed
-    except OSError as e:
-        cache_error = e
-    if hub_offline():
-        reason = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so the hub was not contacted"
-        raise ConfigError(no_llm_hub_message(name, reason, option)) from cache_error
-    if not hub_reachable():
-        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-        reason = f"it is not in the local Hugging Face cache and {endpoint} is unreachable (no network)"
-        raise ConfigError(no_llm_hub_message(name, reason, option)) from cache_error
-    try:
-        return load(name, False)
-    except OSError as e:
-        raise ConfigError(f"{option}: cannot load the LLM '{name}' from the hub: {e}") from e
+    return load_from_hub_or_dir(load, name, "llm", option, what="the LLM",
+                                message=lambda reason: no_llm_hub_message(name, reason, option))
 
 
 def load_causal_lm(name_or_path: str, torch_dtype: str = "float32", attn_implementation: str | None = "sdpa",

@@ -106,13 +106,19 @@ def no_hub_message(name: str, family: str, reason: str, option: str = "encoder_c
 
 
 def load_from_hub_or_dir(load: Callable[[str, bool], T], name: str, family: str,
-                         option: str = "encoder_conf.model") -> T:
+                         option: str = "encoder_conf.model", what: str | None = None,
+                         message: Callable[[str], str] | None = None) -> T:
     """Call ``load(source, local_files_only)`` without ever waiting on an unreachable network.
 
     Order: an existing local directory; the local Hugging Face cache (the only source when
     ``HF_HUB_OFFLINE`` is set); the hub, only after a short reachability probe. A model found
     nowhere raises :class:`ConfigError` naming ``name`` and how to provide a local copy.
+    ``what`` names the model in errors (default ``"<family> model"``); ``message(reason)`` gives
+    the not-found text (default :func:`no_hub_message`), so LLMs can say how to save a tokenizer too.
     """
+    what = what or f"{family} model"
+    if message is None:
+        message = lambda reason: no_hub_message(name, family, reason, option)  # noqa: E731
     path = Path(name).expanduser()
     if path.is_dir():
         return load(str(path), True)
@@ -124,15 +130,15 @@ def load_from_hub_or_dir(load: Callable[[str, bool], T], name: str, family: str,
         cache_error = e
     if hub_offline():
         reason = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so the hub was not contacted"
-        raise ConfigError(no_hub_message(name, family, reason, option)) from cache_error
+        raise ConfigError(message(reason)) from cache_error
     if not hub_reachable():
         endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
         reason = f"it is not in the local Hugging Face cache and {endpoint} is unreachable (no network)"
-        raise ConfigError(no_hub_message(name, family, reason, option)) from cache_error
+        raise ConfigError(message(reason)) from cache_error
     try:
         return load(name, False)
     except OSError as e:
-        raise ConfigError(f"{option}: cannot load {family} model '{name}' from the hub: {e}") from e
+        raise ConfigError(f"{option}: cannot load {what} '{name}' from the hub: {e}") from e
 
 
 def check_loading_info(info: dict[str, Any], name: str, family: str, n_params: int) -> None:
