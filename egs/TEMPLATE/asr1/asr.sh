@@ -56,6 +56,7 @@ pack_dir=packed
 template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 . "${template_dir}/utils/log.sh"
 . "${template_dir}/utils/parse_options.sh"
+. "${template_dir}/utils/train_launcher.sh"
 [ -f ./path.sh ] && . ./path.sh
 [ -f ./cmd.sh ] && . ./cmd.sh
 : "${train_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"

@@ -52,6 +52,7 @@ template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 asr_template_dir=$(readlink -f "${template_dir}/../asr1")
 . "${asr_template_dir}/utils/log.sh"
 . "${asr_template_dir}/utils/parse_options.sh"
+. "${asr_template_dir}/utils/train_launcher.sh"
 [ -f ./path.sh ] && . ./path.sh
 [ -f ./cmd.sh ] && . ./cmd.sh
 : "${train_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"

@@ -3,17 +3,7 @@
 if [ -f "${sllm_exp}/.done" ]; then
     log "skip: ${sllm_exp}/.done exists (training finished)"
 else
-    nproc_train=1; device=cpu
-    [ "${ngpu}" -gt 0 ] && { nproc_train=${ngpu}; device=cuda; }
-    [ "${ddp_cpu_procs}" -gt 1 ] && nproc_train=${ddp_cpu_procs}
-    if [ "${nproc_train}" -gt 1 ]; then
-        launcher=(torchrun --standalone --nproc_per_node "${nproc_train}")
-    else
-        launcher=(python)
-    fi
-    ncores=$(OMP_NUM_THREADS= nproc)  # nproc itself honours OMP_NUM_THREADS
-    OMP_NUM_THREADS=$(( ncores / nproc_train > 0 ? ncores / nproc_train : 1 ))
-    export OMP_NUM_THREADS
+    set_train_launcher
     extra=()
     # The LLM pretrained by stage 4 replaces the config's llm (a hub id in full-scale configs).
     [ -n "${llm_pretrain_config}" ] && extra+=(--llm "${llm_dir}")
