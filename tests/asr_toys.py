@@ -41,3 +41,40 @@ def random_batch(lengths: list[int], label_lengths: list[int], seed: int = 0) ->
         ys[b, :n] = torch.randint(2, VOCAB - 1, (n,), generator=g)
     return {"utt_ids": [f"utt{b}" for b in range(B)], "feats": feats, "feats_lens": torch.tensor(lengths),
             "ys": ys, "ys_lens": torch.tensor(label_lengths)}
+
+
+def fitted_tiny_model(steps: int = 60):
+    """A tiny model fitted for ``steps`` steps to 4 utterances (about 0.5 s), so that decoding has
+    hypotheses of different lengths that end by themselves; encoded with 2 unseen utterances.
+
+    Returns ``(model, enc, enc_lens, ctc_log_probs, train_batch)`` (6 utterances, the first 4 seen).
+    """
+    model = tiny_model(ctc_weight=0.3, seed=3)
+    train = random_batch([72, 55, 40, 28], [7, 5, 4, 2], seed=4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss, _ = model(train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    unseen = random_batch([64, 33], [1, 1], seed=9)
+    feats = torch.zeros(6, 72, train["feats"].size(2))
+    feats[:4], feats[4:, :64] = train["feats"], unseen["feats"]
+    lens = torch.cat([train["feats_lens"], unseen["feats_lens"]])
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, lens)
+        ctc_logp = model.ctc.log_softmax(enc)
+    return model, enc, enc_lens, ctc_logp, train
+
+
+def random_lm(vocab: int = VOCAB, seed: int = 7):
+    """A random 1-layer Llama over ``vocab`` token ids (``<sos/eos>`` = ``vocab - 1``) with large
+    initial weights, so that its next-token distributions are far from uniform."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=32, initializer_range=0.3,
+                         bos_token_id=vocab - 1, eos_token_id=vocab - 1, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()

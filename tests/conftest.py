@@ -1,10 +1,11 @@
-"""Shared fixtures: tiny audio files and Kaldi data dirs made on the fly (numpy + soundfile)."""
+"""Shared fixtures: tiny audio files and Kaldi data dirs made on the fly (numpy + soundfile), and
+the tiny run of egs/mini_synth/asr1 that the recipe tests build on (``asr_run``, once per session)."""
 from __future__ import annotations
 
+import logging
+import subprocess
 from pathlib import Path
 from typing import Callable
-
-import logging
 
 import numpy as np
 import pytest
@@ -89,3 +90,31 @@ def segments_dir(tmp_path: Path) -> Path:
     write_lines(d / "utt2spk", ["rec1-a rec1", "rec1-b rec1"])
     write_lines(d / "spk2utt", ["rec1 rec1-a rec1-b"])
     return d
+
+
+# The tiny run of egs/mini_synth/asr1 that the recipe tests of asr1, sllm1 and mtbi1 build on.
+MINI_ASR_RECIPE = Path(__file__).resolve().parents[1] / "egs" / "mini_synth" / "asr1"
+TINY_MODEL = (
+    "--max_epoch 2 --batch_bins 4000 --num_workers 0 --keep_nbest_models 2 "
+    "--encoder_conf.output_size 32 --encoder_conf.linear_units 64 --encoder_conf.num_blocks 2 "
+    "--encoder_conf.interctc_layer_idx [1] "
+    "--encoder_conf.attention_heads 2 --decoder_conf.linear_units 64 --decoder_conf.num_blocks 1 "
+    "--decoder_conf.attention_heads 2 --scheduler_conf.warmup_steps 5"
+)
+
+
+@pytest.fixture(scope="session")
+def asr_run(tmp_path_factory):
+    """The tiny asr1 run (every stage but the LM's; 16/4/4 utterances, speed perturbation, char
+    tokens, a tiny Conformer), made once per session: (output dir, its command, the finished process)."""
+    out = tmp_path_factory.mktemp("asr1")
+    cmd = [
+        "./run.sh", "--nj", "2", "--inference_nj", "2",
+        "--data_dir", f"{out}/data", "--feats_dir", f"{out}/dump", "--expdir", f"{out}/exp",
+        "--results_md", f"{out}/RESULTS.md", "--pack_dir", f"{out}/packed",
+        "--local_data_opts", f"--tiny true --audio_dir {out}/audio --realspeech_dir {out}/no_realspeech",
+        "--test_sets", "test", "--token_type", "char", "--nbpe", "40",
+        "--min_dur", "0.1", "--speed_perturb_factors", "0.9 1.0 1.1", "--use_lm", "false", "--asr_args", TINY_MODEL, "--inference_args", "--beam_size 2 --batch_size 4",
+    ]
+    proc = subprocess.run(cmd, cwd=MINI_ASR_RECIPE, capture_output=True, text=True, timeout=900)
+    return out, cmd, proc

@@ -96,3 +96,66 @@ def test_missing_feats_scp_exits_with_message(setup, tmp_path, capsys):
     rc = main(["--model_dir", str(model_dir), "--data_dir", str(tmp_path / "nodata"), "--output_dir", str(tmp_path)])
     assert rc == 1
     assert "feats.scp" in capsys.readouterr().err
+
+
+# --- shallow fusion with an LM over the same token list ----------------------------------------
+def make_lm_dir(root: Path, token_dir: Path) -> Path:
+    """An untrained LM 'exp dir' (config.yaml + valid.loss.ave.pt) over the token list in ``token_dir``."""
+    from speechllm.tasks.lm import build_model as build_lm
+    from speechllm.tasks.lm import load_unit_tokenizer
+
+    config = {"task": "lm", "token_list": str(token_dir / "tokens.txt"), "bpemodel": str(token_dir / "tokenizer.model"),
+              "model_conf": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                             "num_key_value_heads": 1, "intermediate_size": 32}}
+    torch.manual_seed(1)
+    lm = build_lm(config, load_unit_tokenizer(config["token_list"], config["bpemodel"]))
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save({"model": lm.state_dict()}, root / "valid.loss.ave.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def lm_dir(setup, tmp_path_factory):
+    model_dir, _ = setup
+    return make_lm_dir(tmp_path_factory.mktemp("lm") / "exp_lm", model_dir)
+
+
+def decode_args(setup, out: Path, *extra: str) -> list[str]:
+    model_dir, data = setup
+    return ["--model_dir", str(model_dir), "--data_dir", str(data), "--output_dir", str(out), "--beam_size", "3",
+            "--nbest", "3", *extra]
+
+
+def test_lm_fusion_decodes_and_records_the_lm(setup, lm_dir, tmp_path, capfd):
+    assert main(decode_args(setup, tmp_path / "plain")) == 0
+    assert main(decode_args(setup, tmp_path / "zero", "--lm_dir", str(lm_dir), "--lm_weight", "0")) == 0
+    assert "lm_weight is 0: decoding without the LM" in capfd.readouterr().err
+    assert (tmp_path / "zero" / "nbest.1").read_text() == (tmp_path / "plain" / "nbest.1").read_text()
+    for ctc_weight in ("0.3", "1.0"):
+        out = tmp_path / f"lm{ctc_weight}"
+        assert main(decode_args(setup, out, "--lm_dir", str(lm_dir), "--lm_weight", "2.0",
+                                "--ctc_weight", ctc_weight)) == 0
+        assert len(read_lines(out / "text.1")) == len(UTTS)
+        assert (out / "nbest.1").read_text() != (tmp_path / "plain" / "nbest.1").read_text()
+        info = yaml.safe_load((out / "decode_config.yaml").read_text())
+        assert info["lm_weight"] == 2.0 and info["lm_dir"] == str(lm_dir)
+
+
+def test_lm_options_that_cannot_work_are_errors(setup, lm_dir, tmp_path, capsys):
+    assert main(decode_args(setup, tmp_path, "--lm_weight", "0.5")) == 1
+    assert "lm_weight 0.5 needs an LM: give --lm_dir" in capsys.readouterr().err
+    greedy = decode_args(setup, tmp_path, "--lm_dir", str(lm_dir), "--lm_weight", "0.5", "--mode", "greedy_ctc")
+    assert main(greedy) == 1
+    assert "shallow fusion needs mode beam" in capsys.readouterr().err
+    assert main(decode_args(setup, tmp_path, "--lm_dir", str(lm_dir), "--lm_weight", "-1")) == 1
+    assert "lm_weight: expected a number >= 0" in capsys.readouterr().err
+
+
+def test_lm_of_another_token_list_is_an_error(setup, tmp_path, capsys):
+    (tmp_path / "corpus.txt").write_text("zebra quux\n")
+    train_tokenizer(tmp_path / "corpus.txt", tmp_path / "other", model_type="char", vocab_size=None)
+    other = make_lm_dir(tmp_path / "exp_lm_other", tmp_path / "other")
+    assert main(decode_args(setup, tmp_path / "out", "--lm_dir", str(other), "--lm_weight", "0.5")) == 1
+    err = capsys.readouterr().err
+    assert "asr_inference: the LM's token list" in err and "must be trained on the ASR model's token list" in err

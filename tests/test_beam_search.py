@@ -1,39 +1,22 @@
-"""Batched beam search: beam 1 equals greedy decoding, batching changes nothing, N-best sorted."""
+"""Batched beam search: beam 1 equals greedy decoding, batching changes nothing, N-best sorted;
+shallow fusion with an LM adds exactly its weighted log-probabilities (and changes nothing at weight 0)."""
 import math
 
 import pytest
 import torch
 
-from asr_toys import VOCAB, random_batch, tiny_model
+from asr_toys import VOCAB, fitted_tiny_model, random_lm
 from speechllm.search.beam_search import batch_beam_search, ctc_prefix_beam_search, max_output_lengths
 from speechllm.search.greedy_ctc import greedy_ctc
+from speechllm.search.lm_scorer import CausalLMScorer
 
 EOS = VOCAB - 1
-
-TRAIN = dict(lengths=[72, 55, 40, 28], label_lengths=[7, 5, 4, 2], seed=4)
 
 
 @pytest.fixture(scope="module")
 def encoded():
-    """A tiny model fitted for 60 steps to 4 utterances (about 0.5 s), so that decoding has
-    hypotheses of different lengths that end by themselves; plus 2 unseen utterances."""
-    model = tiny_model(ctc_weight=0.3, seed=3)
-    train = random_batch(**TRAIN)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        loss, _ = model(train)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    unseen = random_batch([64, 33], [1, 1], seed=9)
-    feats = torch.zeros(6, 72, train["feats"].size(2))
-    feats[:4], feats[4:, :64] = train["feats"], unseen["feats"]
-    lens = torch.cat([train["feats_lens"], unseen["feats_lens"]])
-    with torch.no_grad():
-        enc, enc_lens = model.encode(feats, lens)
-        ctc_logp = model.ctc.log_softmax(enc)
-    return model, enc, enc_lens, ctc_logp, train
+    """A tiny model fitted to 4 utterances, 6 encoded utterances (asr_toys.fitted_tiny_model)."""
+    return fitted_tiny_model()
 
 
 def greedy_attention(model, enc, enc_len, maxlen):
@@ -149,9 +132,10 @@ def test_fitted_model_decodes_its_training_transcripts(encoded, ctc_weight):
     assert [h[0][0] for h in hyps] == refs
 
 
-def reference_joint_search(model, enc, enc_len, ctc_logp, beam, ctc_weight, nbest, length_bonus=0.0):
-    """One utterance, plain Python lists, whole-prefix decoder runs, CTC prefix scores recomputed
-    from scratch per hypothesis, and no early stop (runs to maxlen)."""
+def reference_joint_search(model, enc, enc_len, ctc_logp, beam, ctc_weight, nbest, length_bonus=0.0,
+                           lm=None, lm_weight=0.0):
+    """One utterance, plain Python lists, whole-prefix decoder (and LM) runs, CTC prefix scores
+    recomputed from scratch per hypothesis, and no early stop (runs to maxlen)."""
     from speechllm.search.ctc_prefix_score import CTCPrefixScorer
 
     scorer = CTCPrefixScorer(ctc_logp, enc_len, eos=EOS)
@@ -173,13 +157,17 @@ def reference_joint_search(model, enc, enc_len, ctc_logp, beam, ctc_weight, nbes
             ys = torch.tensor([[EOS, *seq]])
             att = torch.log_softmax(model.decoder(enc, enc_len, ys, torch.tensor([ys.size(1)]))[0, -1], dim=-1)
             att[0] = float("-inf")
-            toks = set(att.topk(int(1.5 * beam)).indices.tolist()) | {EOS}
+            lm_logp = lm.score_batch(ys)[0][0] if lm is not None else torch.zeros_like(att)
+            pre = (1 - ctc_weight) * att + lm_weight * lm_logp if lm is not None else att
+            toks = set(pre.topk(int(1.5 * beam)).indices.tolist()) | {EOS}
             if step == maxlen - 1:
                 toks = {EOS}
-            base = ctc_prefix_logp(seq)
+            base = ctc_prefix_logp(seq) if ctc_weight > 0 else 0.0
             for c in toks:
                 new = seq + (c,)
-                joint = (1 - ctc_weight) * float(att[c]) + ctc_weight * (ctc_prefix_logp(new) - base)
+                joint = (1 - ctc_weight) * float(att[c]) + lm_weight * float(lm_logp[c])
+                if ctc_weight > 0:  # (0 * -inf would be nan)
+                    joint += ctc_weight * (ctc_prefix_logp(new) - base)
                 cands.append((new, score + joint + length_bonus))
         cands = sorted((c for c in cands if c[1] > float("-inf")), key=lambda c: -c[1])[:beam]
         ended += [(list(s[:-1]), sc) for s, sc in cands if s[-1] == EOS]
@@ -201,3 +189,108 @@ def test_joint_search_matches_plain_reference_without_early_stop(encoded, ctc_we
                                          3, ctc_weight, 3, length_bonus)
             assert [h for h, _ in hyps[b]] == [h for h, _ in ref]
             assert [s for _, s in hyps[b]] == pytest.approx([s for _, s in ref], abs=1e-4)
+
+
+# --- shallow fusion ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lm():
+    return CausalLMScorer(random_lm())
+
+
+class SequenceLM:
+    """A toy LM sure of one sentence: after a prefix of ``seq`` the next token of ``seq`` (then
+    ``<eos>``) has nearly all the probability; after anything else every token is equally likely."""
+
+    def __init__(self, seq, vocab=VOCAB):
+        self.seq, self.vocab = list(seq), vocab
+
+    def score_batch(self, ys, cache=None, lengths=None):
+        lengths = [ys.size(1)] * ys.size(0) if lengths is None else lengths.tolist()
+        logits = torch.zeros(ys.size(0), self.vocab)
+        for n, k in enumerate(lengths):
+            prefix = ys[n, 1:k].tolist()
+            if prefix == self.seq[: len(prefix)]:
+                logits[n, self.seq[len(prefix)] if len(prefix) < len(self.seq) else self.vocab - 1] = 12.0
+        return torch.log_softmax(logits, dim=-1), None
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.3, 1.0])
+def test_lm_weight_zero_gives_the_results_without_lm_bit_for_bit(encoded, lm, ctc_weight):
+    model, enc, enc_lens, ctc_logp, _ = encoded
+    opts = dict(beam_size=4, ctc_weight=ctc_weight, nbest=4, maxlen_ratio=0.5, length_bonus=0.2)
+    assert batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, lm=lm, lm_weight=0.0, **opts) == \
+        batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, **opts)
+
+
+@pytest.mark.parametrize("ctc_weight,length_bonus", [(0.3, 0.0), (0.0, 0.5)])
+def test_joint_search_with_lm_matches_plain_reference(encoded, lm, ctc_weight, length_bonus):
+    model, enc, enc_lens, ctc_logp, _ = encoded
+    hyps = batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, beam_size=3, ctc_weight=ctc_weight, nbest=3,
+                             length_bonus=length_bonus, lm=lm, lm_weight=0.6)
+    with torch.no_grad():
+        for b in [1, 3, 5]:
+            n = int(enc_lens[b])
+            ref = reference_joint_search(model, enc[b : b + 1, :n], enc_lens[b : b + 1], ctc_logp[b : b + 1, :n],
+                                         3, ctc_weight, 3, length_bonus, lm=lm, lm_weight=0.6)
+            assert [h for h, _ in hyps[b]] == [h for h, _ in ref]
+            assert [s for _, s in hyps[b]] == pytest.approx([s for _, s in ref], abs=1e-4)
+
+
+def test_fused_score_is_decoder_plus_ctc_plus_lm_of_the_whole_hypothesis(encoded, lm):
+    """score(y) = (1 - w) sum log p_att(y_i | y_<i) + w log P_ctc(y | x) + b sum log p_lm(y_i | y_<i),
+    the sums over the tokens and <eos>: the CTC prefix-score differences telescope to the CTC
+    probability of the whole sequence."""
+    model, enc, enc_lens, ctc_logp, _ = encoded
+    w, b_lm = 0.3, 0.7
+    hyps = batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, beam_size=4, ctc_weight=w, nbest=2,
+                             maxlen_ratio=0.5, lm=lm, lm_weight=b_lm)
+    with torch.no_grad():
+        for b, nbest in enumerate(hyps):
+            for ids, score in nbest:
+                ys_in, ys_out = torch.tensor([[EOS, *ids]]), torch.tensor([*ids, EOS])
+                n = int(enc_lens[b])
+                att = torch.log_softmax(model.decoder(enc[b : b + 1, :n], enc_lens[b : b + 1], ys_in,
+                                                      torch.tensor([len(ids) + 1]))[0], dim=-1)
+                lm_logp = torch.log_softmax(lm.lm(input_ids=ys_in).logits[0], dim=-1)
+                ctc = -torch.nn.functional.ctc_loss(ctc_logp[b, :n], torch.tensor([ids]), torch.tensor([n]),
+                                                    torch.tensor([len(ids)]), reduction="sum", zero_infinity=False)
+                steps = torch.arange(len(ids) + 1)
+                hand = (1 - w) * att[steps, ys_out].sum() + w * ctc + b_lm * lm_logp[steps, ys_out].sum()
+                assert score == pytest.approx(float(hand), abs=1e-3)
+
+
+def test_ctc_prefix_search_adds_lm_scores_of_labels_and_eos():
+    """A beam that keeps every prefix: score = log P_ctc(y | x) + b log p_lm(y <eos>)."""
+    lengths = torch.tensor([4])
+    logp = torch.log_softmax(torch.randn(1, 4, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
+    lm = CausalLMScorer(random_lm(vocab=5))
+    hyps = ctc_prefix_beam_search(logp, lengths, beam_size=200, nbest=200, eos=4, lm=lm, lm_weight=0.8)[0]
+    assert len(hyps) == len({tuple(h) for h, _ in hyps}) > 40  # every sequence 4 frames can spell: no pruning
+    with torch.no_grad():
+        for ids, score in hyps:
+            ctc = -torch.nn.functional.ctc_loss(logp[0], torch.tensor([ids]), lengths, torch.tensor([len(ids)]),
+                                                reduction="sum") if ids else logp[0, :, 0].sum()
+            lm_logp = torch.log_softmax(lm.lm(input_ids=torch.tensor([[4, *ids]])).logits[0], dim=-1)
+            lm_total = lm_logp[torch.arange(len(ids) + 1), torch.tensor([*ids, 4])].sum()
+            assert score == pytest.approx(float(ctc + 0.8 * lm_total), abs=1e-4)
+    assert [s for _, s in hyps] == sorted((s for _, s in hyps), reverse=True)
+
+
+@pytest.mark.parametrize("ctc_weight", [0.3, 1.0])
+def test_lm_sure_of_a_sentence_turns_the_search_to_it(encoded, ctc_weight):
+    model, enc, enc_lens, ctc_logp, _ = encoded
+    opts = dict(beam_size=4, ctc_weight=ctc_weight, nbest=4, maxlen_ratio=0.5)
+    plain = batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, **opts)
+    for b in (0, 4):
+        target = plain[b][1][0]  # the runner-up without the LM
+        fused = batch_beam_search(model.decoder, enc[b : b + 1], enc_lens[b : b + 1], ctc_logp[b : b + 1],
+                                  lm=SequenceLM(target), lm_weight=1.0, **opts)
+        assert plain[b][0][0] != target and fused[0][0][0] == target
+
+
+def test_lm_weight_needs_an_lm_and_cannot_be_negative(encoded, lm):
+    model, enc, enc_lens, ctc_logp, _ = encoded
+    with pytest.raises(ValueError, match="needs an lm"):
+        batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, lm_weight=0.5)
+    with pytest.raises(ValueError, match="lm_weight must be >= 0"):
+        ctc_prefix_beam_search(ctc_logp, enc_lens, lm=lm, lm_weight=-1.0)

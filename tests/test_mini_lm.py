@@ -302,7 +302,7 @@ def test_train_writes_checkpoints_and_learns(trained):
 
 def test_train_lm_needs_its_inputs(tmp_path, capsys):
     assert train.main(["--task", "lm", "--config", str(CONF), "--exp_dir", str(tmp_path / "x")]) == 1
-    assert "--task lm needs --train_jsonl" in capsys.readouterr().err
+    assert "--task lm needs one of --tokenizer_dir / --token_list" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

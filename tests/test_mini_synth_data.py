@@ -102,3 +102,42 @@ def test_missing_real_speech_folder_is_a_clean_skip(tmp_path):
     assert out.returncode == 0
     assert "skip: no real speech at" in out.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_lm_text_is_the_kjv_without_the_dev_and_test_verses(tiny):
+    work, log = tiny
+    lines = (work / "data" / "local" / "lm_train.txt").read_text().splitlines()
+    lm_ids = [line.split(" ", 1)[0] for line in lines]
+    lm_texts = {line.split(" ", 1)[1] for line in lines}
+    assert len(lm_ids) == len(set(lm_ids)) > 30_000 and lm_ids[0] == "Ge001_001"
+    for split in ("dev", "test"):
+        for utt, text in load_data_dir(work / "data" / split).text.items():
+            assert utt.rsplit("-", 1)[1] not in lm_ids and text not in lm_texts, utt
+    train_texts = set(load_data_dir(work / "data" / "train").text.values())
+    assert train_texts <= lm_texts  # normalized exactly like the transcripts
+    info = yaml.safe_load((work / "data" / "local" / "lm_train.txt.info.yaml").read_text())
+    assert info["kept"] == len(lines) and info["withheld"] == info["verses"] - len(lines) >= 8
+    assert "verses withheld" in log and "skip: data/local/lm_train.txt" not in log
+
+
+def test_lm_text_withholds_verses_by_id_and_by_transcript(tmp_path):
+    bible = tmp_path / "bible"
+    (tmp_path / "kjv.txt").write_text("Ge1:1 In the beginning God created the heaven and the earth.\n"
+                                      "Ge1:2 And the earth was without form, and void.\n"
+                                      "Psa23:1 The LORD is my shepherd; I shall not want.\n"
+                                      "John11:35 Jesus wept.\n")
+    bible.write_text(f"#!/bin/sh\ncat '{tmp_path / 'kjv.txt'}'\n")
+    bible.chmod(0o755)
+    (tmp_path / "dev_text").write_text("espeak_x-Psa023_001 the lord is my shepherd i shall not want\n")
+    (tmp_path / "test_text").write_text("real-0001 jesus wept\n")
+    cmd = [sys.executable, str(RECIPE / "local" / "make_lm_text.py"), "--bible_cmd", str(bible),
+           "--exclude", "dev_text", "test_text", "--out", "lm/lm_train.txt"]
+    out = _run(*cmd, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "lm" / "lm_train.txt").read_text() == (
+        "Ge001_001 in the beginning god created the heaven and the earth\n"
+        "Ge001_002 and the earth was without form and void\n")
+    assert "wrote lm/lm_train.txt: 2 of 4 KJV verses" in out.stderr
+    assert "test_text: 1 verses withheld (1 of 1 lines matched a verse)" in out.stderr
+    again = _run(*cmd, cwd=tmp_path)
+    assert "skip: lm/lm_train.txt already made" in again.stderr

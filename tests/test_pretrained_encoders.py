@@ -81,6 +81,16 @@ def test_output_shape_lengths_and_frame_rate(name):
     assert torch.all(out[1, out_lens[1]:] == 0)
 
 
+@pytest.mark.parametrize("downsample", [1, 2])
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_output_lengths_equal_the_lengths_forward_returns(name, downsample):
+    enc = build(name, downsample=downsample).eval()
+    x, lengths = waves([16000, 9001, 4000, 700])
+    with torch.no_grad():
+        _, out_lens = enc(x, lengths)
+    assert torch.equal(enc.output_lengths(lengths), out_lens)
+
+
 def test_conformer_reports_frame_rate_of_its_subsampling():
     enc = ConformerEncoder(input_size=20, output_size=32, attention_heads=2, linear_units=64, num_blocks=1,
                            cnn_module_kernel=5, subsampling_rate=4)

@@ -1,5 +1,6 @@
 """End to end: every stage of egs/mini_synth/asr1, then of egs/mini_synth/sllm1 on top of it, on a
-tiny synthesized corpus with tiny models.
+tiny synthesized corpus with tiny models (the asr1 run is the session fixture ``asr_run`` of
+conftest.py, shared with tests/test_recipe_mtbi.py).
 
 All outputs go to a temporary directory (--data_dir/--feats_dir/--expdir/...), so the recipe
 directories stay clean. Takes about two minutes on 2 CPU cores.
@@ -11,38 +12,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs" / "mini_synth" / "asr1"
 SLLM_RECIPE = ROOT / "egs" / "mini_synth" / "sllm1"
-TINY_MODEL = (
-    "--max_epoch 2 --batch_bins 4000 --num_workers 0 --keep_nbest_models 2 "
-    "--encoder_conf.output_size 32 --encoder_conf.linear_units 64 --encoder_conf.num_blocks 2 "
-    "--encoder_conf.interctc_layer_idx [1] "
-    "--encoder_conf.attention_heads 2 --decoder_conf.linear_units 64 --decoder_conf.num_blocks 1 "
-    "--decoder_conf.attention_heads 2 --scheduler_conf.warmup_steps 5"
-)
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("espeak-ng", "festival", "bible", "sox")),
     reason="needs the Debian packages of tools/install_debian_deps.sh (espeak-ng, festival, bible-kjv, sox)",
 )
-
-
-@pytest.fixture(scope="module")
-def asr_run(tmp_path_factory):
-    """The tiny asr1 run: (output dir, its command, the finished process)."""
-    out = tmp_path_factory.mktemp("asr1")
-    cmd = [
-        "./run.sh", "--nj", "2", "--inference_nj", "2",
-        "--data_dir", f"{out}/data", "--feats_dir", f"{out}/dump", "--expdir", f"{out}/exp",
-        "--results_md", f"{out}/RESULTS.md", "--pack_dir", f"{out}/packed",
-        "--local_data_opts", f"--tiny true --audio_dir {out}/audio --realspeech_dir {out}/no_realspeech",
-        "--test_sets", "test", "--token_type", "char", "--nbpe", "40",
-        "--min_dur", "0.1", "--speed_perturb_factors", "0.9 1.0 1.1", "--asr_args", TINY_MODEL, "--inference_args", "--beam_size 2 --batch_size 4",
-    ]
-    proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=900)
-    return out, cmd, proc
 
 
 def test_every_stage_runs_and_writes_results(asr_run):
@@ -67,6 +46,39 @@ def test_every_stage_runs_and_writes_results(asr_run):
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "skip:" in again.stderr
+
+
+TINY_UNIT_LM = ("--max_epoch 1 --batch_bins 2048 --keep_nbest_models 1 --scheduler constant --scheduler_conf {} "
+                "--model_conf.hidden_size 32 --model_conf.num_hidden_layers 1 --model_conf.num_attention_heads 2 "
+                "--model_conf.num_key_value_heads 1 --model_conf.intermediate_size 64")
+
+
+def test_lm_stage_and_decoding_with_shallow_fusion(asr_run):
+    """--use_lm true: stage 5b trains the recipe's conf/train_lm.yaml (shrunk) on the tiny training
+    transcripts, stage 7 decodes with conf/decode_lm.yaml into its own decode dir, RESULTS.md names
+    the LM and its weight beside the decoding without it."""
+    out, cmd, proc = asr_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "data" / "local" / "lm_train.txt").is_file()  # the default LM text, made by local/data.sh
+    lm_cmd = cmd + ["--stage", "5", "--stop_stage", "8", "--use_lm", "true", "--lm_args", TINY_UNIT_LM,
+                    "--lm_train_text", f"{out}/data/train/text"]
+    run = subprocess.run(lm_cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    lm_exp = out / "exp" / "lm_train_lm_char40"
+    config = yaml.safe_load((lm_exp / "config.yaml").read_text())
+    assert config["task"] == "lm" and config["token_list"].endswith("char40/tokens.txt")
+    assert (lm_exp / "valid.loss.ave.pt").exists() and (lm_exp / ".done").is_file()
+    asr_exp = next((out / "exp").glob("asr_*"))
+    dec = asr_exp / "decode_decode_lm_train_lm_char40_valid.acc.ave" / "test"
+    assert json.loads((dec / "score" / "result.json").read_text())["num_utts"] == 4
+    info = yaml.safe_load((dec / "decode_info.yaml").read_text())
+    assert "lm_weight: 0.5" in info["decoding"] and info["lm"] == f"{lm_exp}/valid.loss.ave.pt"
+    assert yaml.safe_load((dec / "decode_config.yaml").read_text())["lm_weight"] == 0.5
+    rows = [line for line in (out / "RESULTS.md").read_text().splitlines() if line.startswith("| test |")]
+    assert len(rows) == 2 and sum("lm_weight: 0.5" in r and "lm_train_lm_char40" in r for r in rows) == 1
+    again = subprocess.run(lm_cmd + ["--stop_stage", "5"], cwd=RECIPE, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and f"skip: {lm_exp}/.done exists" in again.stderr
 
 
 TINY_LM = """model_conf: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,

@@ -38,3 +38,31 @@ def test_run_local_reports_failed_jobs(tmp_path):
                           "bash", "-c", "[ JOB != 2 ]"], capture_output=True, text=True)
     assert out.returncode == 1
     assert "1 of 3 jobs failed" in out.stderr and "j.2.log" in out.stderr
+
+
+def test_run_stage_times_stages_that_work_and_not_those_that_only_skip(tmp_path):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "1_work.sh").write_text('log "making data"; sleep 2\n')
+    (tmp_path / "stages" / "2_done.sh").write_text('log "skip: data/x exists"\n')
+    (tmp_path / "stages" / "3_mixed.sh").write_text('log "skip: set a done"; log "decoding set b"; sleep 2\n')
+    script = (f". {TEMPLATE}/utils/log.sh; . {TEMPLATE}/utils/run_stage.sh; template_dir={tmp_path}; "
+              f"timing_file={tmp_path}/times.tsv; stage=1; stop_stage=3; recipe_cmd='./run.sh --x 1'; "
+              "run_stage 1 work; run_stage 2 done; run_stage 3 mixed")
+    out = _bash(script)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in (tmp_path / "times.tsv").read_text().splitlines()]
+    assert [(r[0], r[1], r[4]) for r in rows] == [("1", "work", "./run.sh --x 1"), ("3", "mixed", "./run.sh --x 1")]
+    assert all(int(r[2]) >= 2 for r in rows)
+    assert "stage 2: done had nothing to do" in out.stderr
+
+
+def test_train_launcher_gives_the_cores_to_training_only():
+    script = (f"export OMP_NUM_THREADS=1; ngpu=0; ddp_cpu_procs=2; . {TEMPLATE}/utils/train_launcher.sh; "
+              'set_train_launcher; echo "$nproc_train|$device|$train_threads|${launcher[*]}|$OMP_NUM_THREADS"')
+    out = _bash(script)
+    assert out.returncode == 0, out.stderr
+    nproc_train, device, threads, launcher, jobs_threads = out.stdout.strip().split("|")
+    cores = int(subprocess.run(["bash", "-c", "OMP_NUM_THREADS= nproc"], capture_output=True, text=True).stdout)
+    assert (nproc_train, device, int(threads)) == ("2", "cpu", max(cores // 2, 1))
+    assert launcher == f"env OMP_NUM_THREADS={threads} torchrun --standalone --nproc_per_node 2"
+    assert jobs_threads == "1"  # later parallel jobs (decoding) keep one thread each

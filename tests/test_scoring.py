@@ -121,7 +121,7 @@ def test_results_md_has_the_columns_and_only_numbers_from_result_files(tmp_path)
     exp = tmp_path / "exp"
     r1 = _make_decode(exp, "asr_a", "test", {"u1": "a b c d", "u2": "e f"}, {"u1": "a b x d", "u2": "e f g"})
     r2 = _make_decode(exp, "asr_a", "test_real_jfk", {"j": "ask not what"}, {"j": "ask what"}, info=False)
-    (exp / "stage_times.tsv").write_text("1\tdata\t30\tx\n6\ttrain\t600\tx\n6\ttrain\t900\tx\n")
+    (exp / "stage_times.tsv").write_text("1\tdata\t30\tx\n6\ttrain\t600\tx\n6\ttrain\t900\tx\n5b\tlm\t70\tx\n")
     out = tmp_path / "RESULTS.md"
     assert write_results_bin.main(["--exp_dir", str(exp), "--out", str(out), "--stage_times",
                                    str(exp / "stage_times.tsv"), "--header", "machine: test box"]) == 0
@@ -141,7 +141,8 @@ def test_results_md_has_the_columns_and_only_numbers_from_result_files(tmp_path)
     # no decode_info.yaml: those cells say so instead of guessing
     assert by_set["test_real_jfk"]["model"] == "-" and by_set["test_real_jfk"]["config"] == "-"
     assert re.fullmatch(r"[0-9a-f]{7,}(-dirty)?|unknown", by_set["test"]["commit"])
-    assert "Total run time: 15.5 min (930 s)" in md and "machine: test box" in md
+    assert "Total run time: 16.7 min (1000 s); per stage: 1 data 30 s, 5b lm 70 s, 6 train 900 s" in md
+    assert "machine: test box" in md
     # every number in the table comes from a result.json
     allowed = {f"{r[k]:.2f}" for r in (r1, r2) for k in ("wer", "cer")} | {str(r["num_utts"]) for r in (r1, r2)}
     for row in rows:
@@ -169,3 +170,19 @@ def test_gen_info_counts_outputs_cut_at_the_length_bound(tmp_path, capsys):
     assert score_bin.main(["--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp"), "--out_dir",
                            str(tmp_path / "out2"), "--gen_info", str(tmp_path / "gen_info")]) == 1
     assert "gen_info:2:" in capsys.readouterr().err
+
+
+def test_stage_times_keep_the_latest_run_and_name_the_commands(tmp_path):
+    from speechllm.scoring.results import stage_time_lines
+
+    tsv = tmp_path / "stage_times.tsv"
+    tsv.write_text("1\tdata\t60\tx\n6\ttrain\t900\tx\n"            # an old run: no command column
+                   "5b\tlm\t200\tx\t./run.sh --use_lm true\n7\tdecode\t50\tx\t./run.sh --stage 7\n"
+                   "7\tdecode\t40\tx\t./run.sh --stage 7\n")
+    total, commands = stage_time_lines(tsv)
+    assert total.startswith("Total run time: 20.0 min (1200 s); per stage: 1 data 60 s, 5b lm 200 s, 6 train 900 s, "
+                            "7 decode 40 s")
+    assert commands == ("Stage times from several invocations: command not recorded (stages 1 6); "
+                        "`./run.sh --use_lm true` (stages 5b); `./run.sh --stage 7` (stages 7)")
+    tsv.write_text("1\tdata\t60\tx\t./run.sh\n6\ttrain\t900\tx\t./run.sh\n")
+    assert len(stage_time_lines(tsv)) == 1  # one invocation: the Command line of the header says it

@@ -123,3 +123,29 @@ def test_bad_prompt_and_unknown_option_are_clear_errors(setup, tmp_path, capsys)
     (tmp_path / "dec.yaml").write_text("beam_size: 3\n")
     assert sllm_inference.main(base + ["--config", str(tmp_path / "dec.yaml")]) == 1
     assert "unknown decoding option" in capsys.readouterr().err
+
+
+def test_specaug_stays_active_in_front_of_a_frozen_encoder(setup):
+    _, exp, asr, _ = setup
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    config.update(specaug=True, specaug_conf={"num_freq_masks": 2, "max_freq_width": 3, "num_time_masks": 2,
+                                              "max_time_width": 5})
+    model = sllm.build_model(config)
+    for name, value in asr.encoder.state_dict().items():  # wrapped, still initialized from the ASR model
+        assert torch.equal(model.encoder.encoder.state_dict()[name], value), name
+    feats = torch.randn(2, 60, INPUT_SIZE)
+    lens = torch.tensor([60, 45])
+    model.train()
+    assert model.encoder.specaug.training and not model.encoder.encoder.training  # frozen encoder: no dropout
+    torch.manual_seed(0)
+    a, _ = model.encoder(feats, lens)
+    torch.manual_seed(1)
+    b, _ = model.encoder(feats, lens)
+    assert not torch.equal(a, b)  # different masks
+    model.eval()
+    assert not model.encoder.specaug.training
+    c, _ = model.encoder(feats, lens)
+    d, _ = model.encoder(feats, lens)
+    assert torch.equal(c, d)
+    e, _ = asr.eval().encoder(feats, lens)
+    assert torch.allclose(c, e)  # no augmentation at inference

@@ -3,13 +3,19 @@ r"""Decode a Kaldi-style feature directory with a trained ASR model.
     python -m speechllm.bin.asr_inference --model_dir exp/asr_x --checkpoint exp/asr_x/valid.acc.ave.pt \
         --token_list data/token_list/bpe500/tokens.txt --bpemodel data/token_list/bpe500/bpe.model \
         --data_dir dump/fbank/test --output_dir exp/asr_x/decode/test --job 1 --nj 4 \
-        --config conf/decode.yaml --beam_size 10 --ctc_weight 0.3
+        --config conf/decode.yaml --beam_size 10 --ctc_weight 0.3 \
+        [--lm_dir exp/lm_x --lm_checkpoint exp/lm_x/valid.loss.ave.pt --lm_weight 0.3]
 
 The model comes from ``--model_dir`` (its ``config.yaml``; ``model.pt``, ``tokens.txt`` and
 ``tokenizer.model`` are used when present, as in a packed model), or from ``--asr_config`` +
 ``--checkpoint``. ``--config`` is a YAML of decoding options (the keys printed by
 ``--print_config``); without ``--model_dir``/``--asr_config`` it may instead be the training
 config itself. Command-line flags override the YAML.
+
+Shallow fusion (``mode: beam``): ``--lm_dir`` is a ``--task lm`` run trained on this model's token
+list (its ``config.yaml``; weights ``--lm_checkpoint``, default ``LM_DIR/valid.loss.ave.pt``), and
+``lm_weight`` (> 0) weights its log-probabilities in the search (``speechllm.search.beam_search``).
+A different token list or vocabulary size is an error, so is ``lm_weight > 0`` without an LM.
 
 The data dir is read as the model was trained (the training config's ``input``): matrices of
 ``feats.scp`` (``fbank``, ``dumped``), or audio of ``wav.scp`` + ``segments`` (``raw``).
@@ -44,7 +50,9 @@ from speechllm.data.datadir import DataDirAudio, read_feats_scp, read_utt2dur, r
 from speechllm.data.fix_datadir import share_of
 from speechllm.search.beam_search import batch_beam_search
 from speechllm.search.greedy_ctc import greedy_ctc
+from speechllm.search.lm_scorer import CausalLMScorer
 from speechllm.tasks.asr import build_model, resolve_input
+from speechllm.tasks.lm import load_unit_lm
 from speechllm.text.tokenizer import Tokenizer
 from speechllm.train.checkpoint import load_model_state_dict
 from speechllm.utils.config import ConfigError, atomic_write_text, load_yaml, save_config
@@ -60,30 +68,35 @@ DECODE_DEFAULTS: dict[str, Any] = {
     "length_bonus": 0.0,
     "maxlen_ratio": 0.0,     # max tokens = ratio x encoder frames; 0: encoder frames
     "nbest": 1,
+    "lm_weight": 0.0,        # > 0: shallow fusion with the LM of --lm_dir
     "batch_size": 8,
     "device": "cpu",
 }
 Hypotheses = list[list[tuple[list[int], float]]]
 
 
-def decode_beam(model: torch.nn.Module, enc: torch.Tensor, enc_lens: torch.Tensor, opts: dict) -> Hypotheses:
-    """Joint CTC/attention beam search (pure CTC prefix search when ctc_weight is 1)."""
+def decode_beam(model: torch.nn.Module, enc: torch.Tensor, enc_lens: torch.Tensor, opts: dict,
+                lm: CausalLMScorer | None = None) -> Hypotheses:
+    """Joint CTC/attention beam search (pure CTC prefix search when ctc_weight is 1), with the LM
+    fused when given."""
     ctc_logp = model.ctc.log_softmax(enc) if model.ctc is not None and opts["ctc_weight"] > 0 else None
     return batch_beam_search(
         model.decoder, enc, enc_lens, ctc_logp, beam_size=opts["beam_size"], ctc_weight=opts["ctc_weight"],
         length_bonus=opts["length_bonus"], maxlen_ratio=opts["maxlen_ratio"], nbest=opts["nbest"],
         sos=model.sos, eos=model.eos, blank=model.blank,
+        lm=lm, lm_weight=opts["lm_weight"] if lm is not None else 0.0,
     )
 
 
-def decode_greedy_ctc(model: torch.nn.Module, enc: torch.Tensor, enc_lens: torch.Tensor, opts: dict) -> Hypotheses:
-    """Best-path CTC: one hypothesis per utterance."""
+def decode_greedy_ctc(model: torch.nn.Module, enc: torch.Tensor, enc_lens: torch.Tensor, opts: dict,
+                      lm: CausalLMScorer | None = None) -> Hypotheses:
+    """Best-path CTC: one hypothesis per utterance (no LM: ``resolve_options`` refuses one)."""
     if model.ctc is None:
         raise ConfigError("mode greedy_ctc: the model has no CTC head (trained with ctc_weight 0)")
     return [[hyp] for hyp in greedy_ctc(model.ctc.log_softmax(enc), enc_lens, blank=model.blank)]
 
 
-MODES: dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, dict], Hypotheses]] = {
+MODES: dict[str, Callable[..., Hypotheses]] = {  # (model, enc, enc_lens, opts, lm) -> N-best lists
     "beam": decode_beam,
     "greedy_ctc": decode_greedy_ctc,
 }
@@ -98,6 +111,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", type=Path, help="model weights (Trainer checkpoint or state dict)")
     g.add_argument("--token_list", type=Path, help="tokens.txt (default: model_dir/tokens.txt)")
     g.add_argument("--bpemodel", type=Path, help="sentencepiece model (default: model_dir/tokenizer.model)")
+    g.add_argument("--lm_dir", type=Path, help="LM trained on the same token list (--task lm exp dir), for lm_weight")
+    g.add_argument("--lm_checkpoint", type=Path, help="LM weights (default: lm_dir/valid.loss.ave.pt)")
     g = p.add_argument_group("data")
     g.add_argument("--data_dir", type=Path, help="data dir with feats.scp (and optionally utt2num_frames)")
     g.add_argument("--output_dir", type=Path, help="writes text.JOB and nbest.JOB here")
@@ -114,6 +129,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--maxlen_ratio", type=float,
                    help=f"max tokens = ratio x encoder frames; 0: encoder frames (default {d['maxlen_ratio']})")
     g.add_argument("--nbest", type=int, help=f"hypotheses written to nbest.JOB (default {d['nbest']})")
+    g.add_argument("--lm_weight", type=float,
+                   help=f"weight of the --lm_dir LM's log-probabilities, mode beam (default {d['lm_weight']})")
     g.add_argument("--batch_size", type=int, help=f"utterances decoded together (default {d['batch_size']})")
     g.add_argument("--device", help=f"cpu, cuda, cuda:1, ... (default {d['device']})")
     p.add_argument("--print_config", action="store_true", help="print the resolved decoding options and exit")
@@ -145,7 +162,26 @@ def resolve_options(args: argparse.Namespace) -> tuple[dict, dict | None]:
             opts[key] = getattr(args, key)
     if opts["mode"] not in MODES:
         raise ConfigError(f"mode: unknown choice {opts['mode']!r}; choose one of {sorted(MODES)}")
+    _check_lm_options(args, opts)
     return opts, model_config
+
+
+def _check_lm_options(args: argparse.Namespace, opts: dict) -> None:
+    weight = opts["lm_weight"]
+    if not isinstance(weight, (int, float)) or weight < 0:
+        raise ConfigError(f"lm_weight: expected a number >= 0, got {weight!r}")
+    if weight > 0 and args.lm_dir is None:
+        raise ConfigError(f"lm_weight {weight} needs an LM: give --lm_dir")
+    if weight > 0 and opts["mode"] != "beam":
+        raise ConfigError(f"lm_weight {weight}: shallow fusion needs mode beam, not {opts['mode']}")
+    if args.lm_dir is not None and weight == 0:
+        log.warning("--lm_dir %s given but lm_weight is 0: decoding without the LM", args.lm_dir)
+
+
+def load_lm(args: argparse.Namespace, tokenizer: Tokenizer, device: str) -> CausalLMScorer:
+    """The LM of ``--lm_dir`` as a scorer for the search; its token list must be the ASR's."""
+    checkpoint = args.lm_checkpoint or args.lm_dir / "valid.loss.ave.pt"
+    return CausalLMScorer(load_unit_lm(args.lm_dir, checkpoint, tokenizer).lm.to(device))
 
 
 def _first_existing(*paths: Path | None) -> Path | None:
@@ -272,7 +308,7 @@ def load_tokenizer(args: argparse.Namespace) -> Tokenizer:
 
 def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, order: list[str], opts: dict,
                       job_name: str, load: Callable[[str], np.ndarray] | None = None,
-                      ) -> tuple[dict[str, Hypotheses], list[str]]:
+                      lm: CausalLMScorer | None = None) -> tuple[dict[str, Hypotheses], list[str]]:
     """N-best lists of ``order`` (in batches of ``batch_size``), and the utterances too short to encode.
 
     Each utterance is ``load(utt)`` (features ``[T, D]`` or samples ``[S]``); by default the
@@ -293,7 +329,7 @@ def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, o
             if any(ok):
                 idx = torch.tensor([j for j, good in enumerate(ok) if good], device=enc.device)
                 kept = [u for u, good in zip(batch, ok) if good]
-                results.update(zip(kept, MODES[opts["mode"]](model, enc[idx], enc_lens[idx], opts)))
+                results.update(zip(kept, MODES[opts["mode"]](model, enc[idx], enc_lens[idx], opts, lm)))
             bar.update(len(batch))
     return results, too_short
 
@@ -316,6 +352,7 @@ def decode(args: argparse.Namespace, opts: dict, model_config: dict | None) -> N
     model_config = resolve_model_config(args, model_config)
     model = load_model(args, model_config, tokenizer.vocab_size).to(opts["device"])
     _adapt_ctc_weight(model, opts)
+    lm = load_lm(args, tokenizer, opts["device"]) if opts["lm_weight"] > 0 else None
     if resolve_input(model_config) == "raw":
         sample_rate = int((model_config.get("input_conf") or {}).get("sample_rate", 16000))
         inputs = audio_inputs(args.data_dir, args.nj, args.job, sample_rate)
@@ -325,7 +362,8 @@ def decode(args: argparse.Namespace, opts: dict, model_config: dict | None) -> N
     order = sorted(inputs.utt_ids, key=lambda u: -lengths[u])  # similar lengths batch together: less padding
 
     start = time.perf_counter()
-    results, too_short = decode_utterances(model, None, order, opts, f"job {args.job}/{args.nj}", load=inputs.load)
+    results, too_short = decode_utterances(model, None, order, opts, f"job {args.job}/{args.nj}", load=inputs.load,
+                                           lm=lm)
     elapsed = time.perf_counter() - start
     write_outputs(args.output_dir, args.job, results, tokenizer)
     if too_short:
@@ -350,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("missing " + ", ".join(missing))
     if not 1 <= args.job <= args.nj:
         raise ConfigError(f"--job {args.job} is not in 1..{args.nj}")
-    sources = {k: str(getattr(args, k)) for k in ("model_dir", "asr_config", "checkpoint", "config", "data_dir")
-               if getattr(args, k) is not None}
+    sources = {k: str(getattr(args, k)) for k in ("model_dir", "asr_config", "checkpoint", "config", "data_dir",
+                                                  "lm_dir", "lm_checkpoint") if getattr(args, k) is not None}
     save_config({**opts, **sources}, args.output_dir / "decode_config.yaml")
     decode(args, opts, model_config)
     return 0

@@ -66,10 +66,39 @@ def load_examples(path: str, limit: int | None) -> list[dict]:
 
 
 @torch.no_grad()
+def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: list[int], device: str,
+                    stop_ids: list[int] | None = None) -> list[tuple[str, int, bool]]:
+    """Greedy answers to one batch of rendered chat prompts (left padded, one ``generate`` call).
+
+    Per prompt: the answer text (stop tokens dropped, stripped), its number of new tokens, and
+    whether it ended at a stop token (False: cut at its own ``max_new_tokens``). ``stop_ids``
+    default to :func:`speechllm.llm.prompting.stop_token_ids`. Every option is set explicitly, so
+    a checkpoint's ``generation_config.json`` (an instruct model's sampling or repetition penalty)
+    does not apply. The tokenizer needs a pad token (``load_tokenizer`` gives it one).
+    """
+    from transformers import GenerationConfig
+
+    from speechllm.llm.prompting import stop_token_ids
+
+    stops = list(stop_ids) if stop_ids else stop_token_ids(tokenizer)
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+    gen = GenerationConfig(max_new_tokens=max(max(max_new_tokens), 1), do_sample=False, num_beams=1,
+                           temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0, eos_token_id=stops,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    rows = model.generate(**enc, generation_config=gen)[:, enc["input_ids"].shape[1]:].tolist()
+    out = []
+    for row, limit in zip(rows, max_new_tokens):
+        row = row[:limit]
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        ids = row if end is None else row[:end]
+        out.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), end is not None))
+    return out
+
+
 def generate_answers(model, tokenizer, examples: list[dict], batch_size: int, max_new_tokens: int,
                      device: str) -> list[str]:
     """Greedy answers, in ``examples`` order. Examples are batched by task (similar lengths)."""
-    tokenizer.padding_side = "left"
     prompts = tokenizer.apply_chat_template([ex["messages"][:-1] for ex in examples], tokenize=False,
                                             add_generation_prompt=True)
     ref_lens = [len(tokenizer(ex["messages"][-1]["content"], add_special_tokens=False).input_ids) for ex in examples]
@@ -77,13 +106,10 @@ def generate_answers(model, tokenizer, examples: list[dict], batch_size: int, ma
     out: list[str] = [""] * len(examples)
     for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not sys.stderr.isatty()):
         idx = order[start:start + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
         limit = min(max_new_tokens, max(ref_lens[i] for i in idx) + 8)
-        gen = model.generate(**enc, max_new_tokens=limit, do_sample=False, num_beams=1,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for i, text in zip(idx, texts):
-            out[i] = text.strip()
+        answers = greedy_generate(model, tokenizer, [prompts[i] for i in idx], [limit] * len(idx), device)
+        for i, (text, _, _) in zip(idx, answers):
+            out[i] = text
     return out
 
 

@@ -49,6 +49,9 @@ def export(exp_dir: Path, checkpoint: Path, tokenizer_dir: Path | None, out_dir:
 
     config = load_yaml(exp_dir / "config.yaml")
     tokenizer_dir = tokenizer_dir or config.get("tokenizer_dir")
+    if not tokenizer_dir and config.get("token_list"):
+        raise ConfigError(f"{exp_dir} is an LM over the ASR token list {config['token_list']}: it is used as is "
+                          "(asr_inference --lm_dir), not exported; export takes LMs with their own tokenizer")
     if not tokenizer_dir:
         raise ConfigError(f"{exp_dir}/config.yaml names no tokenizer_dir: give --tokenizer_dir")
     tokenizer = load_tokenizer(tokenizer_dir)

@@ -44,7 +44,6 @@ import argparse
 import json
 import logging
 import random
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -52,17 +51,12 @@ from pathlib import Path
 import yaml
 
 from speechllm.bin import exit_on_user_error
-from speechllm.corpus.kjv_text import DEFAULT_BOOKS, WHOLE_BIBLE, Verse, dump_kjv, filter_verses
+from speechllm.corpus.kjv_text import DEFAULT_BOOKS, WHOLE_BIBLE, Verse, dump_kjv, filter_verses, read_exclusions
 from speechllm.llm.text_tasks import BOOK_NAMES, PromptSet, TaskContext, TaskUnavailable, Wording, load_prompt_set
-from speechllm.text.normalizer import normalize_text
 from speechllm.utils.config import ConfigError, atomic_write_text
 from speechllm.utils.logging_utils import setup_logging
 
 log = logging.getLogger("lm_prepare_data")
-
-# The verse at the end of an utterance id: <voice>-John001_037 (speed perturbation or a repeat
-# suffix _r1 around it are allowed).
-_UTT_VERSE_RE = re.compile(r"(?:^|-)(?P<book>\d?[A-Za-z]+)(?P<chapter>\d{3,})_(?P<verse>\d{3,})(?:_r\d+)?$")
 
 
 def _bool(text: str) -> bool:
@@ -97,46 +91,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bible_cmd", default="bible")
     return p
-
-
-# ----------------------------------------------------------------------------------------
-# Withheld verses
-# ----------------------------------------------------------------------------------------
-def read_exclusions(paths: list[str], verses: list[Verse]) -> tuple[set[str], dict]:
-    """``id_part``s of the verses named (by utterance id or identical transcript) in Kaldi ``text``
-    files, and counts for the log."""
-    by_id = {v.id_part: v for v in verses}
-    by_text: dict[str, list[str]] = {}
-    for v in verses:
-        by_text.setdefault(v.transcript, []).append(v.id_part)
-    withheld: set[str] = set()
-    stats = Counter()
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: exclusion file not found")
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                parts = line.strip().split(maxsplit=1)
-                if not parts:
-                    continue
-                utt, text = parts[0], normalize_text(parts[1]) if len(parts) > 1 else ""
-                stats["lines"] += 1
-                found = False
-                m = _UTT_VERSE_RE.search(utt)
-                if m:
-                    key = f"{m['book']}{int(m['chapter']):03d}_{int(m['verse']):03d}"
-                    if key in by_id:
-                        withheld.add(key)
-                        found = True
-                        if text and by_id[key].transcript != text:
-                            stats["id_text_mismatch"] += 1
-                            log.warning("%s:%d: %s: transcript differs from verse %s; withholding both",
-                                        path, lineno, utt, by_id[key].ref)
-                for key in by_text.get(text, []):
-                    withheld.add(key)
-                    found = True
-                stats["matched" if found else "unmatched"] += 1
-    return withheld, dict(stats)
 
 
 def next_verse_map(verses: list[Verse]) -> dict[str, Verse | None]:

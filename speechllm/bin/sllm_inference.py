@@ -16,6 +16,14 @@ decodes the J-th share of the utterances (longest first, in batches) and writes
   ``output_dir/text.J``      ``utt_id hypothesis`` (newlines folded to spaces)
   ``output_dir/gen_info.J``  ``utt_id num_new_tokens stopped`` (stopped 0: cut at the bound)
 and logs the real-time factor and the number of empty and cut outputs.
+
+With ``--prompts_jsonl FILE`` (an MTBI targets file, see :mod:`speechllm.mtbi.evaluate`) one
+example is decoded per line instead: the audio of the line's ``utt_id`` with the line's own
+``prompt`` wording, written under the line's ``id`` in ``text.J`` and ``gen_info.J``. Job ``J``
+takes the lines of the J-th share of the file's utterances (all lines of an utterance in one job);
+a batch encodes each of its utterances once. ``max_new_tokens_min`` raises the bound per task
+(``{continue: 48}``, or ``continue=48,count_words=4`` on the command line; a key is a ``task`` or
+an ``answer_task``): an answer such as the next verse need not be as short as the audio.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +41,12 @@ import yaml
 from tqdm import tqdm
 
 from speechllm.bin import exit_on_user_error
-from speechllm.bin.asr_inference import audio_inputs, feature_inputs
+from speechllm.bin.asr_inference import DecodeInputs, audio_inputs, feature_inputs
+from speechllm.data.datadir import DataDirError
 from speechllm.data.dataset import pad_sequences
+from speechllm.data.fix_datadir import share_of
 from speechllm.llm.prompting import render_prompt_pieces
+from speechllm.mtbi.evaluate import read_target_lines
 from speechllm.tasks import sllm
 from speechllm.train.checkpoint import load_model_state_dict
 from speechllm.utils.config import ConfigError, atomic_write_text, load_yaml, save_config
@@ -51,6 +63,7 @@ DECODE_DEFAULTS: dict[str, Any] = {
     "no_repeat_ngram_size": 0,      # > 0 forbids repeating any n-gram of this size
     "max_new_tokens_base": 8,
     "max_new_tokens_per_second": 8.0,
+    "max_new_tokens_min": None,     # --prompts_jsonl: per-task lower bounds {task: N} ("task=N,task=N")
     "prompt": None,                 # wording with {text}; None: the config's first training wording
     "system_prompt": None,          # None: the training config's
     "batch_size": 8,
@@ -69,6 +82,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_dir", type=Path, help="a directory written by sllm_export, instead of the two above")
     g = p.add_argument_group("data")
     g.add_argument("--data_dir", type=Path, help="data dir (feats.scp or wav.scp, as the model was trained)")
+    g.add_argument("--prompts_jsonl", type=Path,
+                   help="decode one example per line of this MTBI targets file (its prompt, its utt_id's "
+                        "audio), written under the line's id, instead of one prompt per utterance")
     g.add_argument("--output_dir", type=Path, help="writes text.JOB and gen_info.JOB here")
     g.add_argument("--job", type=int, default=1, help="1-based job index")
     g.add_argument("--nj", type=int, default=1, help="number of jobs")
@@ -98,7 +114,28 @@ def resolve_options(args: argparse.Namespace) -> dict:
         raise ConfigError(f"mode: unknown choice {opts['mode']!r}; choose one of {list(MODES)}")
     if opts["prompt"] is not None and opts["prompt"].count(sllm.PLACEHOLDER) != 1:
         raise ConfigError(f"prompt must hold {sllm.PLACEHOLDER} once (where the audio goes): {opts['prompt']!r}")
+    opts["max_new_tokens_min"] = parse_task_bounds(opts["max_new_tokens_min"])
     return opts
+
+
+def parse_task_bounds(value: object) -> dict[str, int] | None:
+    """``max_new_tokens_min``: a ``{task: N}`` mapping (YAML) or ``"task=N,task=N"`` (command line)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(f"max_new_tokens_min: expected task=N[,task=N...], got {value!r}")
+        value = {k.strip(): v.strip() for k, _, v in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"max_new_tokens_min: expected a mapping task -> tokens, got {value!r}")
+    try:
+        bounds = {str(k): int(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"max_new_tokens_min: token counts must be integers, got {value!r}") from None
+    if any(n < 0 for n in bounds.values()):
+        raise ConfigError(f"max_new_tokens_min: negative token count in {value!r}")
+    return bounds
 
 
 def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
@@ -132,47 +169,109 @@ def generation_kwargs(opts: dict) -> dict:
     return kw
 
 
-def decode(args: argparse.Namespace, opts: dict) -> None:
-    """Decode this job's share of the data dir and write ``text.JOB`` / ``gen_info.JOB``."""
-    model, config = load_model(args)
-    model.to(opts["device"])
+@dataclass(frozen=True)
+class Example:
+    """One sequence to decode: the output ``key``, the audio of ``utt``, the ``wording`` (with
+    ``{text}``), and the tasks that may raise its length bound."""
+
+    key: str
+    utt: str
+    wording: str
+    tasks: tuple[str, ...] = ()
+
+
+def load_inputs(args: argparse.Namespace, config: dict, nj: int, job: int) -> DecodeInputs:
+    """The ``job``-th of ``nj`` shares of the data dir, read as the model was trained."""
     if sllm.resolve_input(config) == "raw":
         rate = int((config.get("input_conf") or {}).get("sample_rate", 16000))
-        inputs = audio_inputs(args.data_dir, args.nj, args.job, rate)
-    else:
-        inputs = feature_inputs(args.data_dir, args.nj, args.job)
-    wording = opts["prompt"] or sllm.prompt_wordings(config)[0]
-    system = opts["system_prompt"] if opts["system_prompt"] is not None else config.get("system_prompt")
-    pieces = render_prompt_pieces(model.tokenizer, sllm.user_turn(wording), system)
-    log.info("prompt: %r", wording)
-    order = sorted(inputs.utt_ids, key=lambda u: -inputs.lengths[u])
+        return audio_inputs(args.data_dir, nj, job, rate)
+    return feature_inputs(args.data_dir, nj, job)
+
+
+def jsonl_examples(path: Path, inputs: DecodeInputs, data_dir: Path, nj: int, job: int) -> list[Example]:
+    """This job's examples of a targets JSONL: the lines of the ``job``-th share of its utterances."""
+    lines = read_target_lines(path, required=("id", "utt_id", "prompt"))
+    unknown = sorted({str(x["utt_id"]) for x in lines} - set(inputs.lengths))
+    if unknown:
+        raise DataDirError(path, None, f"{len(unknown)} of its utterances are not in {data_dir}, "
+                                       f"e.g. '{unknown[0]}'")
+    utts = set(share_of(sorted({str(x["utt_id"]) for x in lines}), nj, job))
+    mine = sorted((x for x in lines if x["utt_id"] in utts), key=lambda x: str(x["utt_id"]))
+    return [Example(x["id"], str(x["utt_id"]), x["prompt"],
+                    tuple(str(x[k]) for k in ("task", "answer_task") if x.get(k))) for x in mine]
+
+
+def length_bound(opts: dict, seconds: float, tasks: tuple[str, ...]) -> int:
+    """``base + per_second * seconds``, raised to the first ``max_new_tokens_min`` entry of ``tasks``."""
+    bound = int(opts["max_new_tokens_base"] + opts["max_new_tokens_per_second"] * seconds)
+    mins = opts.get("max_new_tokens_min") or {}
+    floor = next((mins[t] for t in tasks if t in mins), 0)
+    return max(bound, floor)
+
+
+def generate_examples(model: torch.nn.Module, inputs: DecodeInputs, examples: list[Example], opts: dict,
+                      system: str | None, desc: str) -> tuple[dict[str, str], dict[str, tuple[int, bool]]]:
+    """Decode ``examples`` longest audio first in batches of ``batch_size`` (each utterance of a
+    batch encoded once); returns ``{key: text}`` and ``{key: (new tokens, stopped)}``."""
+    pieces: dict[str, Any] = {}
+    order = sorted(examples, key=lambda e: -inputs.lengths[e.utt])
     kw = generation_kwargs(opts)
-    torch.manual_seed(int(opts["seed"]))
     texts: dict[str, str] = {}
     info: dict[str, tuple[int, bool]] = {}
-    start = time.perf_counter()
-    with torch.no_grad(), tqdm(total=len(order), desc=f"decode job {args.job}/{args.nj}", unit="utt") as bar:
-        for i in range(0, len(order), int(opts["batch_size"])):
-            utts = order[i : i + int(opts["batch_size"])]
+    size = int(opts["batch_size"])
+    with torch.no_grad(), tqdm(total=len(order), desc=desc, unit="example") as bar:
+        for i in range(0, len(order), size):
+            chunk = order[i : i + size]
+            utts = list(dict.fromkeys(e.utt for e in chunk))
+            slot = {u: n for n, u in enumerate(utts)}
             x, x_lens = pad_sequences([torch.from_numpy(np.array(inputs.load(u), dtype=np.float32)) for u in utts])
-            seconds = [inputs.lengths[u] * inputs.seconds_per_unit for u in utts]
-            bounds = [int(opts["max_new_tokens_base"] + opts["max_new_tokens_per_second"] * s) for s in seconds]
+            for e in chunk:
+                if e.wording not in pieces:
+                    pieces[e.wording] = render_prompt_pieces(model.tokenizer, sllm.user_turn(e.wording), system)
+            bounds = [length_bound(opts, inputs.lengths[e.utt] * inputs.seconds_per_unit, e.tasks) for e in chunk]
             batch = {"utt_ids": utts, "feats": x.to(opts["device"]), "feats_lens": x_lens.to(opts["device"]),
-                     "prompts": [pieces] * len(utts), "audio_spans": [[(j, 0, -1)] for j in range(len(utts))]}
+                     "prompts": [pieces[e.wording] for e in chunk],
+                     "audio_spans": [[(slot[e.utt], 0, -1)] for e in chunk]}
             outs = model.generate(batch, max_new_tokens=bounds, **kw)
-            for utt, ids, bound in zip(utts, outs, bounds):
-                texts[utt] = " ".join(model.tokenizer.decode(ids, skip_special_tokens=True).split())
-                info[utt] = (len(ids), len(ids) < bound)
-            bar.update(len(utts))
+            for e, ids, bound in zip(chunk, outs, bounds):
+                texts[e.key] = " ".join(model.tokenizer.decode(ids, skip_special_tokens=True).split())
+                info[e.key] = (len(ids), len(ids) < bound)
+            bar.update(len(chunk))
+    return texts, info
+
+
+def decode(args: argparse.Namespace, opts: dict) -> None:
+    """Decode this job's share of the data dir (or of ``--prompts_jsonl``) and write ``text.JOB`` /
+    ``gen_info.JOB``."""
+    model, config = load_model(args)
+    model.to(opts["device"])
+    system = opts["system_prompt"] if opts["system_prompt"] is not None else config.get("system_prompt")
+    if args.prompts_jsonl is not None:
+        inputs = load_inputs(args, config, 1, 1)
+        examples = jsonl_examples(args.prompts_jsonl, inputs, args.data_dir, args.nj, args.job)
+        log.info("%s: %d examples of %d utterances in job %d/%d", args.prompts_jsonl, len(examples),
+                 len({e.utt for e in examples}), args.job, args.nj)
+        if opts["prompt"] is not None:
+            log.warning("prompt is not used: every example has its own (--prompts_jsonl)")
+    else:
+        inputs = load_inputs(args, config, args.nj, args.job)
+        wording = opts["prompt"] or sllm.prompt_wordings(config)[0]
+        log.info("prompt: %r", wording)
+        examples = [Example(u, u, wording) for u in inputs.utt_ids]
+        if opts["max_new_tokens_min"]:
+            log.warning("max_new_tokens_min is not used: it applies to --prompts_jsonl examples")
+    torch.manual_seed(int(opts["seed"]))
+    start = time.perf_counter()
+    texts, info = generate_examples(model, inputs, examples, opts, system, f"decode job {args.job}/{args.nj}")
     elapsed = time.perf_counter() - start
     args.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output_dir / f"text.{args.job}",
-                      "".join(f"{u} {texts[u]}".rstrip() + "\n" for u in sorted(texts)))
+                      "".join(f"{k} {texts[k]}".rstrip() + "\n" for k in sorted(texts)))
     atomic_write_text(args.output_dir / f"gen_info.{args.job}",
-                      "".join(f"{u} {n} {int(stopped)}\n" for u, (n, stopped) in sorted(info.items())))
-    audio_s = sum(inputs.lengths[u] for u in order) * inputs.seconds_per_unit
+                      "".join(f"{k} {n} {int(stopped)}\n" for k, (n, stopped) in sorted(info.items())))
+    audio_s = sum(inputs.lengths[u] for u in {e.utt for e in examples}) * inputs.seconds_per_unit
     n_tokens = sum(n for n, _ in info.values())
-    log.info("decoded %d utterances (%.1f s of audio, %d new tokens) in %.1f s on %s: RTF %.4f, %.1f tokens/s",
+    log.info("decoded %d examples (%.1f s of audio, %d new tokens) in %.1f s on %s: RTF %.4f, %.1f tokens/s",
              len(texts), audio_s, n_tokens, elapsed, opts["device"], elapsed / max(audio_s, 1e-9),
              n_tokens / max(elapsed, 1e-9))
     empty = sum(1 for t in texts.values() if not t)
@@ -195,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("missing " + ", ".join(missing))
     if not 1 <= args.job <= args.nj:
         raise ConfigError(f"--job {args.job} is not in 1..{args.nj}")
-    sources = {k: str(getattr(args, k)) for k in ("exp_dir", "checkpoint", "model_dir", "config", "data_dir")
+    sources = {k: str(getattr(args, k)) for k in ("exp_dir", "checkpoint", "model_dir", "config", "data_dir",
+                                                  "prompts_jsonl")
                if getattr(args, k) is not None}
     save_config({**opts, **sources}, args.output_dir / "decode_config.yaml")
     decode(args, opts)

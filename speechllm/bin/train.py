@@ -11,6 +11,11 @@
         --train_jsonl data/lm/train.jsonl --valid_jsonl data/lm/valid.jsonl \
         --tokenizer_dir data/lm/tokenizer --exp_dir exp/lm_pretrain   # a causal LM (lm_prepare_data)
 
+    python -m speechllm.bin.train --task lm --config conf/train_lm.yaml \
+        --train_text data/local/lm_train.txt --valid_text data/dev/text \
+        --token_list data/token_list/bpe200/tokens.txt --bpemodel data/token_list/bpe200/tokenizer.model \
+        --exp_dir exp/lm_train_lm_bpe200   # an LM over the ASR's tokens, for shallow fusion
+
 Any other ``--key value`` overrides the config (dotted keys reach into nested mappings:
 ``--encoder_conf.num_blocks 2``). Training resumes from ``EXP/checkpoints/last.pt`` when it exists
 (``--resume false`` starts over). ``--print_config`` prints the resolved config (Trainer defaults
@@ -39,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # task name -> module with build_model(config, vocab_size) -> nn.Module (the asr one also has
 # build_dataset(config, data_dir, tokenizer), which reads features or raw audio by ``input``);
-# lm: build_model(config, tokenizer) and build_dataset(config, jsonl, tokenizer)
+# lm: build_model(config, tokenizer) and build_dataset(config, path, tokenizer, fmt)
 TASKS = {"asr": speechllm.tasks.asr, "lm": speechllm.tasks.lm, "sllm": speechllm.tasks.sllm}
 
 # Per-task defaults under the recipe config (the recipe's own keys win).
@@ -69,16 +74,30 @@ def setup_asr(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Ca
     return model, train_set, valid_set, collate_asr
 
 
+def _one_of(args: argparse.Namespace, *names: str) -> str:
+    """The one of ``--names`` that is given (an error for none or several)."""
+    given = [n for n in names if getattr(args, n) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"--task lm needs {'one' if not given else 'only one'} of "
+                          + " / ".join(f"--{n}" for n in names))
+    return given[0]
+
+
 def setup_lm(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Callable]:
-    """Tokenizer (made by lm_prepare_data), JSONL datasets of token ids, the causal LM."""
-    for name in ("train_jsonl", "valid_jsonl", "tokenizer_dir"):
-        if getattr(args, name) is None:
-            raise ConfigError(f"--task lm needs --{name}")
+    """Tokenizer (``--tokenizer_dir`` of lm_prepare_data, or the ASR's ``--token_list`` +
+    ``--bpemodel``), datasets (JSONL or Kaldi-style text), the causal LM."""
     task = TASKS["lm"]
-    tokenizer = task.load_tokenizer(args.tokenizer_dir)
-    train_set = task.build_dataset(config, args.train_jsonl, tokenizer)
-    valid_set = task.build_dataset(config, args.valid_jsonl, tokenizer)
-    return task.build_model(config, tokenizer), train_set, valid_set, task.collate_lm
+    if _one_of(args, "tokenizer_dir", "token_list") == "tokenizer_dir":
+        tokenizer = task.load_tokenizer(args.tokenizer_dir)
+    elif args.bpemodel is None:
+        raise ConfigError("--task lm with --token_list needs --bpemodel")
+    else:
+        tokenizer = task.load_unit_tokenizer(args.token_list, args.bpemodel)
+    sets = []
+    for split in ("train", "valid"):
+        name = _one_of(args, f"{split}_jsonl", f"{split}_text")
+        sets.append(task.build_dataset(config, getattr(args, name), tokenizer, fmt=name.split("_")[1]))
+    return task.build_model(config, tokenizer), *sets, task.collate_lm
 
 
 def setup_sllm(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, Callable, Callable]:
@@ -96,14 +115,18 @@ def setup_sllm(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, C
     system = config.get("system_prompt")
     logger.info("%s train and %s valid utterances; %d prompt wordings", f"{len(train_set):,}",
                 f"{len(valid_set):,}", len(wordings))
-    return (model, train_set, valid_set, task.SpeechLLMCollate(model.tokenizer, wordings, True, system),
-            task.SpeechLLMCollate(model.tokenizer, wordings, False, system))
+    train_collate = task.SpeechLLMCollate(model.tokenizer, wordings, True, system)
+    if config.get("mtbi"):
+        from speechllm.mtbi.collate import build_collate
+
+        train_collate = build_collate(config, model.tokenizer, model)
+    return (model, train_set, valid_set, train_collate, task.SpeechLLMCollate(model.tokenizer, wordings, False, system))
 
 
 # task name -> setup(args, config) -> (model, train_dataset, valid_dataset, collate_fn[, valid_collate_fn])
 SETUPS: dict[str, Callable] = {"asr": setup_asr, "lm": setup_lm, "sllm": setup_sllm}
 LAUNCHER_PATHS = ("train_data_dir", "valid_data_dir", "token_list", "bpemodel",
-                  "train_jsonl", "valid_jsonl", "tokenizer_dir")
+                  "train_jsonl", "valid_jsonl", "train_text", "valid_text", "tokenizer_dir")
 
 
 def _bool(text: str) -> bool:
@@ -123,11 +146,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp_dir", help="where config.yaml, checkpoints/, tensorboard/ and images/ go")
     p.add_argument("--train_data_dir")
     p.add_argument("--valid_data_dir")
-    p.add_argument("--token_list", help="tokens.txt (line number = token id)")
+    p.add_argument("--token_list", help="tokens.txt (line number = token id); lm: an LM over the ASR's tokens")
     p.add_argument("--bpemodel", help="sentencepiece model")
     p.add_argument("--train_jsonl", help="lm: training examples (speechllm.bin.lm_prepare_data)")
     p.add_argument("--valid_jsonl", help="lm: validation examples")
-    p.add_argument("--tokenizer_dir", help="lm: the tokenizer directory (AutoTokenizer)")
+    p.add_argument("--train_text", help="lm: training sentences, '<id> <sentence>' per line (a data dir's text)")
+    p.add_argument("--valid_text", help="lm: validation sentences, same format")
+    p.add_argument("--tokenizer_dir", help="lm: the tokenizer directory (AutoTokenizer), instead of --token_list")
     p.add_argument("--ngpu", type=int, default=None,
                    help="0: CPU; >0: CUDA, one GPU per process (start N processes with torchrun)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="same as --ngpu 0 / --ngpu 1")

@@ -13,23 +13,37 @@ dev verses whose every word occurs in the training transcripts are taken first, 
 WSJ 5k closed-vocabulary task: the test then measures unseen *voices*, not the spelling of
 words that a couple of hours of training text never contained. The number of test words not
 in the training text is reported either way.
+
+Withheld verses (:func:`read_exclusions`): the verses of speech dev/test sets, named by the
+verse at the end of their utterance ids or by an identical transcript, so that text-only
+training data (the sllm1 LLM's, the asr1 external LM's) can leave them out.
 """
 from __future__ import annotations
 
+import logging
+import os
 import random
 import re
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from speechllm.text.normalizer import normalize_text
+
+log = logging.getLogger(__name__)
 
 WHOLE_BIBLE = "Gen1:1-Rev22:21"
 # Psalms, Proverbs, Ecclesiastes (wisdom/poetry: short verses, few proper names) and the four
 # Gospels (narrative, everyday words). About 3,900 verses of 5-18 words, ~3,800 word types.
 DEFAULT_BOOKS: tuple[str, ...] = ("Psa", "Prv", "Eccl", "Mat", "Mark", "Luke", "John")
 _LINE_RE = re.compile(r"^(?P<book>\d?[A-Za-z]+)(?P<chapter>\d+):(?P<verse>\d+)\s+(?P<text>.+)$")
+# The verse at the end of an utterance id: <voice>-John001_037 (speed perturbation or a repeat
+# suffix _r1 around it are allowed).
+_UTT_VERSE_RE = re.compile(r"(?:^|-)(?P<book>\d?[A-Za-z]+)(?P<chapter>\d{3,})_(?P<verse>\d{3,})(?:_r\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,7 @@ class Verse:
     verse: int
     text: str
 
-    @property
+    @cached_property  # normalized once: whole-Bible passes (exclusions, LM text) read it repeatedly
     def transcript(self) -> str:
         """The normalized transcript (lowercase, no punctuation): what the data dir's text holds."""
         return normalize_text(self.text)
@@ -142,3 +156,40 @@ def select_verses(pool: Sequence[Verse], num_train: int, num_dev: int, num_test:
         stats[f"{name}_words"] = total
         stats[f"{name}_oov_words"] = oov
     return {"train": train, "dev": dev, "test": test}, stats
+
+
+def read_exclusions(paths: Iterable[str | os.PathLike], verses: list[Verse]) -> tuple[set[str], dict]:
+    """``id_part``s of the verses named (by utterance id or identical transcript) in Kaldi ``text``
+    files, and counts for the log (``lines``, ``matched``, ``unmatched``, ``id_text_mismatch``)."""
+    by_id = {v.id_part: v for v in verses}
+    by_text: dict[str, list[str]] = {}
+    for v in verses:
+        by_text.setdefault(v.transcript, []).append(v.id_part)
+    withheld: set[str] = set()
+    stats = Counter()
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: exclusion file not found")
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                parts = line.strip().split(maxsplit=1)
+                if not parts:
+                    continue
+                utt, text = parts[0], normalize_text(parts[1]) if len(parts) > 1 else ""
+                stats["lines"] += 1
+                found = False
+                m = _UTT_VERSE_RE.search(utt)
+                if m:
+                    key = f"{m['book']}{int(m['chapter']):03d}_{int(m['verse']):03d}"
+                    if key in by_id:
+                        withheld.add(key)
+                        found = True
+                        if text and by_id[key].transcript != text:
+                            stats["id_text_mismatch"] += 1
+                            log.warning("%s:%d: %s: transcript differs from verse %s; withholding both",
+                                        path, lineno, utt, by_id[key].ref)
+                for key in by_text.get(text, []):
+                    withheld.add(key)
+                    found = True
+                stats["matched" if found else "unmatched"] += 1
+    return withheld, dict(stats)

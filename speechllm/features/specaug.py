@@ -26,6 +26,10 @@ class SpecAugment(nn.Module):
         mask_value: value written into masked cells (0 = the mean after global CMVN).
     """
 
+    # Augments the data, not weights: a speech LLM keeps it active in front of a frozen encoder
+    # (speechllm.models.speech_llm._keep_frozen_in_eval).
+    augments_input = True
+
     def __init__(
         self,
         num_freq_masks: int = 2,

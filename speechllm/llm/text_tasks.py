@@ -36,6 +36,9 @@ Prompt file (:func:`load_prompt_set`), e.g. ``egs/mini_synth/sllm1/conf/prompts/
       transcribe:
         answer: repeat             # same answer as repeat
         wordings: [...]
+      paraphrase:
+        answer: null               # no computable true answer (only an LLM's answer to compare with)
+        wordings: [...]
 
 Wording ids are ``task/id`` (``repeat/2``) and never change when wordings are added or removed.
 A wording is *held out* when its own split or its task's split is ``heldout``. ``{text}`` marks
@@ -203,11 +206,13 @@ class PromptTask:
     """A task of the prompt file: its answer function name, split and wordings."""
 
     name: str
-    answer: str
+    answer: str | None  # None: the task has no computable true answer (``answer: null``)
     split: str
     wordings: tuple[Wording, ...]
 
     def answer_for(self, sentence: str, context: TaskContext) -> str:
+        if self.answer is None:
+            raise TaskUnavailable(f"task '{self.name}' has no computable answer (answer: null)")
         return TEXT_TASKS[self.answer](sentence, context)
 
 
@@ -318,8 +323,9 @@ def load_prompt_set(path: str | os.PathLike) -> PromptSet:
             raise ConfigError(f"{where}: expected a mapping with 'wordings', got {raw!r}")
         _unknown_keys(raw, _TASK_KEYS, where)
         answer = raw.get("answer", name)
-        if answer not in TEXT_TASKS:
-            raise ConfigError(f"{where}: answer '{answer}' is not a text task; choose from {sorted(TEXT_TASKS)}")
+        if answer is not None and answer not in TEXT_TASKS:
+            raise ConfigError(f"{where}: answer '{answer}' is not a text task; choose from {sorted(TEXT_TASKS)} "
+                              f"or null (no computable answer)")
         split = _split_of(raw.get("split", "train"), where)
         raw_wordings = raw.get("wordings")
         if not isinstance(raw_wordings, list) or not raw_wordings:
@@ -335,7 +341,8 @@ def load_prompt_set(path: str | os.PathLike) -> PromptSet:
         dupes = sorted({t for t in texts if texts.count(t) > 1})
         if dupes:
             raise ConfigError(f"{where}: the same wording twice: {dupes[0]!r}")
-        tasks[str(name)] = PromptTask(name=str(name), answer=str(answer), split=split, wordings=tuple(wordings))
+        tasks[str(name)] = PromptTask(name=str(name), answer=None if answer is None else str(answer), split=split,
+                                      wordings=tuple(wordings))
     if not tasks:
         raise ConfigError(f"{path_s}: no tasks")
     return PromptSet(path=path_s, tasks=tasks)

@@ -33,6 +33,7 @@ second (LLM sequences would grow needlessly long).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from pathlib import Path
@@ -52,13 +53,29 @@ IGNORE_ID = -100  # label of positions that are not trained (transformers' conve
 MAX_AUDIO_TOKENS_PER_S = 50.0  # downsample_check: more makes LLM sequences needlessly long
 
 
+def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean over tokens of ``KL(softmax(teacher / T) || softmax(student / T)) * T^2`` (Hinton et
+    al. 2015: the T^2 keeps gradient sizes comparable across temperatures); inputs ``[N, V]``."""
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} != model logits {tuple(student_logits.shape)}")
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(s, t, log_target=True, reduction="sum") / max(teacher_logits.size(0), 1)
+    return kl * temperature ** 2
+
+
 def _keep_frozen_in_eval(module: nn.Module) -> None:
     """Put every submodule whose parameters are all frozen into eval mode (no dropout, BatchNorm
-    running statistics kept); parameter-free modules inside trained ones keep training mode."""
+    running statistics kept); parameter-free modules inside trained ones keep training mode, and
+    so does input augmentation (modules with ``augments_input = True``, e.g. SpecAugment in front
+    of a frozen encoder): it acts on the data, not on the frozen weights."""
     for child in module.children():
         params = list(child.parameters())
         if params and not any(p.requires_grad for p in params):
             child.eval()
+            for m in child.modules():
+                if getattr(m, "augments_input", False):
+                    m.train()
         else:
             _keep_frozen_in_eval(child)
 
@@ -78,14 +95,20 @@ class SpeechLLM(nn.Module):
             ``frame_rate()``).
         config: the build config (YAML keys of :mod:`speechllm.tasks.sllm`), which
             :func:`~speechllm.llm.adapters.merge_and_export` writes next to the weights.
+        kl_weight, kl_temperature: token-level behavior imitation (MTBI): with batches holding
+            ``teacher_prompt_ids`` the loss adds ``kl_weight * T^2 * KL(teacher || model)`` over the
+            response tokens at temperature ``T``; the teacher is the LLM itself with LoRA disabled
+            reading the prompt with the transcript as text (:meth:`teacher_logits`).
     """
 
     # The Trainer saves only trainable weights (frozen parts come back from their own sources).
     checkpoint_trainable_only = True
 
     def __init__(self, encoder: nn.Module, projector: nn.Module, llm: nn.Module, tokenizer: Any,
-                 downsample_check: bool = True, config: dict | None = None) -> None:
+                 downsample_check: bool = True, config: dict | None = None, kl_weight: float = 0.0,
+                 kl_temperature: float = 1.0) -> None:
         super().__init__()
+        self.kl_weight, self.kl_temperature = float(kl_weight), float(kl_temperature)
         self.encoder = encoder
         self.projector = projector
         self.llm = llm
@@ -211,7 +234,8 @@ class SpeechLLM(nn.Module):
     # -- training -------------------------------------------------------------------------------
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean cross-entropy over the response tokens; ``stats = {"loss", "acc"}``."""
+        """Mean cross-entropy over the response tokens (+ the imitation KL term, see the class
+        doc); ``stats = {"loss", "acc"}`` (+ ``loss_ce``, ``loss_kl`` with the KL term)."""
         responses = batch.get("response_ids") or []
         if len(responses) != len(batch["prompts"]):
             raise ValueError(f"batch: {len(batch['prompts'])} prompts but {len(responses)} response_ids; "
@@ -237,7 +261,41 @@ class SpeechLLM(nn.Module):
                                ignore_index=IGNORE_ID, reduction="sum") / n_tokens
         with torch.no_grad():
             acc = ((logits.argmax(-1) == targets) & valid).sum() / n_tokens
-        return loss, {"loss": float(loss.detach()), "acc": float(acc)}
+        stats = {"acc": float(acc)}
+        if self.kl_weight > 0 and batch.get("teacher_prompt_ids") is not None:
+            teacher = self.teacher_logits(batch["teacher_prompt_ids"], responses)
+            kl = kl_divergence(teacher, logits[valid], self.kl_temperature)
+            stats.update(loss_ce=float(loss.detach()), loss_kl=float(kl.detach()))
+            loss = loss + self.kl_weight * kl
+        return loss, {"loss": float(loss.detach()), **stats}
+
+    def _frozen_llm(self) -> Any:
+        """A context in which ``self.llm`` is the frozen LLM: LoRA disabled, or the LLM itself when
+        none of its weights train; otherwise there is no frozen LLM to imitate (ConfigError)."""
+        if hasattr(self.llm, "disable_adapter"):
+            return self.llm.disable_adapter()
+        if any(p.requires_grad for p in self.llm.parameters()):
+            raise ConfigError("token-level imitation (kl_weight > 0) needs a frozen LLM: train it with LoRA "
+                              "or freeze it")
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def teacher_logits(self, prompt_ids: list[torch.Tensor], responses: list[torch.Tensor]) -> torch.Tensor:
+        """Logits ``[n_tokens, V]`` of the frozen LLM (eval mode) for the response tokens of every
+        sequence, in order, given text prompts ``prompt_ids`` (one per sequence)."""
+        embed = self.llm.get_input_embeddings()
+        device = embed.weight.device
+        seqs = [torch.cat([p, r]).to(device=device, dtype=torch.long) for p, r in zip(prompt_ids, responses)]
+        embeds, mask = self._pad([embed(s) for s in seqs], left=False)
+        was_training = self.llm.training
+        self.llm.eval()
+        try:
+            with self._frozen_llm():
+                logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        finally:
+            self.llm.train(was_training)
+        # Position t predicts token t + 1: the response's tokens come from positions p-1 .. p+r-2.
+        return torch.cat([logits[b, len(p) - 1:len(p) + len(r) - 1] for b, (p, r) in enumerate(zip(prompt_ids, responses))])
 
     # -- inference ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -108,20 +109,32 @@ def collect_rows(exp_dir: str | os.PathLike) -> list[dict]:
 
 
 def stage_time_lines(stage_times_tsv: str | os.PathLike) -> list[str]:
-    """Header lines from the template's ``stage_times.tsv`` (``stage name seconds date``).
+    """Header lines from the template's ``stage_times.tsv`` (``stage name seconds date [command]``;
+    stages ``1``, ``3b``, ``5b``, ...).
 
-    A stage run more than once counts with its latest time; the total is their sum.
+    A stage run more than once counts with its latest time; the total is their sum. When the
+    latest times come from more than one invocation, a second line names each command and the
+    stages it contributed (rows written before commands were recorded show as "not recorded").
     """
-    latest: dict[tuple[int, str], int] = {}
+    latest: dict[tuple[int, str, str], tuple[int, str]] = {}
     for line in Path(stage_times_tsv).read_text(encoding="utf-8").splitlines():
         parts = line.split("\t")
-        if len(parts) >= 3 and parts[0].isdigit():
-            latest[(int(parts[0]), parts[1])] = int(float(parts[2]))
+        m = re.fullmatch(r"(\d+)([a-z]*)", parts[0])
+        if len(parts) >= 3 and m:
+            latest[(int(m[1]), m[2], parts[1])] = (int(float(parts[2])), parts[4] if len(parts) >= 5 else "")
     if not latest:
         return []
-    total = sum(latest.values())
-    per_stage = ", ".join(f"{n} {name} {sec} s" for (n, name), sec in sorted(latest.items()))
-    return [f"Total run time: {total / 60:.1f} min ({total} s); per stage: {per_stage}"]
+    total = sum(sec for sec, _ in latest.values())
+    per_stage = ", ".join(f"{n}{sub} {name} {sec} s" for (n, sub, name), (sec, _) in sorted(latest.items()))
+    lines = [f"Total run time: {total / 60:.1f} min ({total} s); per stage: {per_stage}"]
+    by_command: dict[str, list[str]] = {}
+    for (n, sub, _), (_, cmd) in sorted(latest.items()):
+        by_command.setdefault(cmd, []).append(f"{n}{sub}")
+    if len(by_command) > 1:
+        lines.append("Stage times from several invocations: " + "; ".join(
+            f"{f'`{cmd}`' if cmd else 'command not recorded'} (stages {' '.join(stages)})"
+            for cmd, stages in by_command.items()))
+    return lines
 
 
 def write_results_md(rows: Iterable[Mapping], path: str | os.PathLike, title: str = "RESULTS",

@@ -5,12 +5,16 @@ utterances are rows of one ``[B * beam]`` batch. At every output step each hypot
 extended by token ``c`` with the score
 
     score(h.c) = score(h) + (1 - ctc_weight) log p_att(c | h, x)
-                          + ctc_weight (log psi_ctc(h.c) - log psi_ctc(h)) + length_bonus
+                          + ctc_weight (log psi_ctc(h.c) - log psi_ctc(h))
+                          + lm_weight log p_lm(c | h) + length_bonus
 
-where ``psi_ctc`` is the CTC prefix probability (:mod:`speechllm.search.ctc_prefix_score`). CTC
-scores are computed only for the ``pre_beam_ratio * beam`` best tokens of the decoder (plus
-``<eos>``), the others are out of the beam. The ``beam`` best extensions per utterance survive;
-those ending in ``<eos>`` are finished hypotheses. An utterance stops when
+where ``psi_ctc`` is the CTC prefix probability (:mod:`speechllm.search.ctc_prefix_score`) and
+``p_lm`` an optional external LM (shallow fusion, :mod:`speechllm.search.lm_scorer`; ``c`` may
+be ``<eos>``: the LM scores the end of the sentence too). CTC scores are computed only for the
+``pre_beam_ratio * beam`` best tokens by ``(1 - ctc_weight) log p_att + lm_weight log p_lm``
+(the decoder alone without an LM; as ESPnet's ``pre_beam_score_key: full``) plus ``<eos>``; the
+others are out of the beam. The ``beam`` best extensions per utterance survive; those ending in
+``<eos>`` are finished hypotheses. An utterance stops when
   * it reached ``maxlen`` steps: a hypothesis holds at most ``maxlen`` tokens counting ``<eos>``
     (at the last step only ``<eos>`` may follow), or
   * no running hypothesis can still enter its N-best: every term above is <= 0 except the
@@ -21,7 +25,11 @@ Finished utterances leave the batch, so long utterances do not keep short ones c
 
 Pure CTC (``ctc_weight == 1`` or no decoder): a frame-synchronous prefix beam search (as in
 Graves 2012 and Hannun et al. 2014) over the CTC posteriors, also batched over utterances; see
-:func:`ctc_prefix_beam_search`.
+:func:`ctc_prefix_beam_search`. There an LM adds ``lm_weight log p_lm(c | h)`` when a prefix
+grows by ``c`` and ``lm_weight log p_lm(<eos> | h)`` at the end.
+
+Without an LM, or with ``lm_weight == 0`` (the LM is then not run), results are those of the
+search without fusion, bit for bit.
 
 Results: for each utterance a list of ``(token_ids, score)`` sorted by score, best first;
 ``token_ids`` exclude ``<sos>``/``<eos>``. The blank (id 0) is never an output token.
@@ -64,6 +72,8 @@ def batch_beam_search(
     eos: int | None = None,
     blank: int = 0,
     pre_beam_ratio: float = 1.5,
+    lm=None,
+    lm_weight: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """N-best lists for a batch of encoded utterances (see the module docstring).
 
@@ -79,30 +89,44 @@ def batch_beam_search(
         nbest: hypotheses returned per utterance (at most ``beam_size`` are guaranteed).
         sos, eos: default ``V - 1``; blank: CTC blank id.
         pre_beam_ratio: CTC prefix scores are computed for ``int(pre_beam_ratio * beam_size)``
-            best decoder tokens per hypothesis.
+            best tokens (by decoder + LM score) per hypothesis.
+        lm: external LM for shallow fusion (``score_batch``, :mod:`speechllm.search.lm_scorer`)
+            over the same token ids; lm_weight: its weight (>= 0; 0 leaves the LM out).
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
     if ctc_weight > 0 and ctc_log_probs is None:
         raise ValueError("ctc_weight > 0 needs ctc_log_probs")
+    lm = _fusion_lm(lm, lm_weight)
     if decoder is None or ctc_weight == 1.0:
         if ctc_log_probs is None:
             raise ValueError("pure CTC search needs ctc_log_probs")
         return ctc_prefix_beam_search(ctc_log_probs, memory_lens, beam_size, nbest=nbest, blank=blank,
-                                      eos=eos, length_bonus=length_bonus)
+                                      eos=eos, length_bonus=length_bonus, lm=lm, lm_weight=lm_weight, sos=sos)
     vocab = decoder.vocab_size
     sos = vocab - 1 if sos is None else sos
     eos = vocab - 1 if eos is None else eos
     return _JointSearch(decoder, memory, memory_lens, ctc_log_probs, beam_size, ctc_weight, length_bonus,
-                        maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio).run()
+                        maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio, lm, lm_weight).run()
+
+
+def _fusion_lm(lm, lm_weight: float):
+    """The LM to run: None when ``lm_weight`` is 0; errors for a weight without an LM or below 0
+    (the end detection of the joint search needs every weighted term <= 0)."""
+    if lm_weight < 0:
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    if lm_weight > 0 and lm is None:
+        raise ValueError(f"lm_weight {lm_weight} needs an lm")
+    return lm if lm_weight > 0 else None
 
 
 class _JointSearch:
     """State of one joint CTC/attention search; ``run()`` returns the N-best lists."""
 
     def __init__(self, decoder, memory, memory_lens, ctc_log_probs, beam, ctc_weight, length_bonus,
-                 maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio) -> None:
+                 maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio, lm=None, lm_weight=0.0) -> None:
         self.decoder, self.beam, self.ctc_weight = decoder, beam, ctc_weight
+        self.lm, self.lm_weight = lm, lm_weight
         self.length_bonus, self.nbest = length_bonus, nbest
         self.sos, self.eos, self.blank = sos, eos, blank
         self.vocab = decoder.vocab_size
@@ -121,17 +145,21 @@ class _JointSearch:
             self.pre_beam = min(self.vocab, max(1, int(pre_beam_ratio * beam)))
         self.finished: list[list[Hypothesis]] = [[] for _ in range(B)]
 
-    def _step_scores(self, att: torch.Tensor, ctc_state):
+    def _step_scores(self, att: torch.Tensor, ctc_state, lm_logp: torch.Tensor | None):
         """Joint extension scores ``[N, V]`` and what is needed to extend the CTC state."""
         att[:, self.blank] = NEG_INF
+        lm_part = None if lm_logp is None else self.lm_weight * lm_logp
         if self.scorer is None:
-            return att, None
-        top = att.topk(self.pre_beam, dim=1).indices
+            return (att if lm_part is None else att + lm_part), None
+        pre = att if lm_part is None else (1.0 - self.ctc_weight) * att + lm_part
+        top = pre.topk(self.pre_beam, dim=1).indices
         cand = torch.cat([top, torch.full_like(top[:, :1], self.eos)], dim=1)  # <eos> always scored
         psi, r = self.scorer.score(ctc_state, cand)
         delta = psi - ctc_state.log_psi.unsqueeze(1)
         delta = torch.where(torch.isneginf(psi), torch.full_like(psi, NEG_INF), delta)  # no nan from -inf - -inf
         cand_scores = (1.0 - self.ctc_weight) * att.gather(1, cand) + self.ctc_weight * delta
+        if lm_part is not None:
+            cand_scores = cand_scores + lm_part.gather(1, cand)
         joint = torch.full_like(att, NEG_INF).scatter_(1, cand, cand_scores)
         return joint, (psi, r, cand)
 
@@ -141,11 +169,13 @@ class _JointSearch:
         ys = torch.full((N, 1), self.sos, dtype=torch.long, device=self.device)
         scores = torch.full((N,), NEG_INF, device=self.device)
         scores[::W] = 0.0  # one live hypothesis per utterance at the start: no duplicates in the beam
-        cache = None
+        cache = lm_cache = lm_logp = None
         ctc_state = self.scorer.initial_state(self.utt) if self.scorer is not None else None
         for i in range(int(self.maxlens.max())):
             att, cache = self.decoder.score_batch(ys, self.memory, self.memory_mask, cache)
-            joint, ctc_out = self._step_scores(att, ctc_state)
+            if self.lm is not None:
+                lm_logp, lm_cache = self.lm.score_batch(ys, lm_cache)
+            joint, ctc_out = self._step_scores(att, ctc_state, lm_logp)
             joint = joint + self.length_bonus
             must_end = (i + 1 >= self.maxlens_dev[self.utt]).unsqueeze(1)  # last allowed step
             joint = joint.masked_fill(must_end & self.not_eos, NEG_INF)
@@ -167,6 +197,7 @@ class _JointSearch:
             dropped = rows.numel() < parent.numel()
             ys = torch.cat([ys[sel], token.unsqueeze(1)], dim=1)
             cache = cache.select(sel, reindex_memory=dropped)
+            lm_cache = lm_cache.select(sel) if lm_cache is not None else None
             if ctc_out is not None:
                 psi, r, cand = ctc_out
                 col = (cand[sel] == token.unsqueeze(1)).int().argmax(dim=1)  # dead rows: any column
@@ -215,6 +246,9 @@ def ctc_prefix_beam_search(
     blank: int = 0,
     eos: int | None = None,
     length_bonus: float = 0.0,
+    lm=None,
+    lm_weight: float = 0.0,
+    sos: int | None = None,
 ) -> list[list[Hypothesis]]:
     """Frame-synchronous CTC prefix beam search, batched over utterances.
 
@@ -224,11 +258,13 @@ def ctc_prefix_beam_search(
     grows by ``c`` (``pnb' = (pb + pnb) x(c)``, or ``pb x(c)`` when ``c`` repeats the last label).
     When ``h.c`` is also a prefix in the beam, the two are one hypothesis and their
     probabilities are added. The ``beam_size`` best prefixes (by ``log(pb + pnb) + length_bonus
-    * len``) survive each frame.
+    * len``, plus ``lm_weight log p_lm(h)`` with an LM) survive each frame.
 
     Args:
         log_probs: ``[B, T, V]`` CTC log-posteriors; lengths: valid frames ``[B]``.
         eos: a token that is never emitted (default ``V - 1``, the ``<sos/eos>`` id).
+        lm, lm_weight: external LM (``score_batch``) and its weight; the LM scores a label when a
+            prefix grows by it and ``<eos>`` after the last frame. sos: its first input (default ``eos``).
 
     Returns:
         Per utterance, up to ``nbest`` ``(token_ids, score)`` sorted best first.
@@ -236,6 +272,8 @@ def ctc_prefix_beam_search(
     B, T, V = log_probs.shape
     W, dev = beam_size, log_probs.device
     eos = V - 1 if eos is None else eos
+    lm = _fusion_lm(lm, lm_weight)
+    fusion = _PrefixLMScores(lm, lm_weight, B, W, eos if sos is None else sos, dev) if lm is not None else None
     log_probs = log_probs.float()
     lengths = lengths.to(dev)
     cap = T + 1
@@ -261,9 +299,11 @@ def ctc_prefix_beam_search(
         stay_pnb, ext = _merge_extensions_into_beam(prefixes, plen, last, tot, stay_pnb, ext, pos)
 
         stay_tot = torch.logaddexp(stay_pb, stay_pnb)
-        rank = torch.cat([stay_tot + length_bonus * plen,
-                          (ext + length_bonus * (plen + 1).unsqueeze(2)).view(B, W * V)], dim=1)
-        top_idx = rank.topk(W, dim=1).indices
+        rank_stay, rank_ext = stay_tot + length_bonus * plen, ext + length_bonus * (plen + 1).unsqueeze(2)
+        if fusion is not None:
+            rank_stay, rank_ext = fusion.add_to_ranks(rank_stay, rank_ext)
+        rank = torch.cat([rank_stay, rank_ext.view(B, W * V)], dim=1)
+        top_val, top_idx = rank.topk(W, dim=1)
         is_stay = top_idx < W
         ext_idx = (top_idx - W).clamp(min=0)
         parent = torch.where(is_stay, top_idx, ext_idx // V)
@@ -278,18 +318,62 @@ def ctc_prefix_beam_search(
         new_plen = new_plen + (~is_stay).long()
 
         active = (t < lengths).unsqueeze(1)  # utterances already ended keep their beam
+        if fusion is not None:
+            fusion.advance(parent, token, is_stay, active & torch.isfinite(top_val), new_prefixes, new_plen)
         pb, pnb = torch.where(active, new_pb, pb), torch.where(active, new_pnb, pnb)
         plen, last = torch.where(active, new_plen, plen), torch.where(active, new_last, last)
         prefixes = torch.where(active.unsqueeze(2), new_prefixes, prefixes)
 
-    final = (torch.logaddexp(pb, pnb) + length_bonus * plen).cpu()
-    prefixes, plen = prefixes.cpu(), plen.cpu()
+    final = torch.logaddexp(pb, pnb) + length_bonus * plen
+    if fusion is not None:
+        final = final + fusion.end_scores(eos)
+    final, prefixes, plen = final.cpu(), prefixes.cpu(), plen.cpu()
     results = []
     for b in range(B):
         order = final[b].argsort(descending=True).tolist()
         hyps = [(prefixes[b, k, : plen[b, k]].tolist(), float(final[b, k])) for k in order if final[b, k] > NEG_INF]
         results.append(hyps[:nbest] or [([], NEG_INF)])
     return results
+
+
+class _PrefixLMScores:
+    """The LM side of the CTC prefix beam search: per beam entry, ``total[b, w]`` (``lm_weight``
+    times the LM log probability of its labels) and ``next[b, w, V]`` (``lm_weight log p_lm(c |
+    prefix)``). A prefix's LM score depends on its labels only, so hypotheses merged by the CTC
+    search share it. The LM runs once per new prefix (when a prefix grows), not per frame."""
+
+    def __init__(self, lm, lm_weight: float, B: int, W: int, sos: int, device) -> None:
+        self.lm, self.weight, self.sos = lm, lm_weight, sos
+        self.total = torch.zeros(B, W, device=device)
+        first, _ = lm.score_batch(torch.full((B, 1), sos, dtype=torch.long, device=device))
+        self.next = (lm_weight * first).unsqueeze(1).expand(B, W, -1).contiguous()
+
+    def add_to_ranks(self, rank_stay: torch.Tensor, rank_ext: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, W]`` stay and ``[B, W, V]`` extension ranks with the LM scores added."""
+        return rank_stay + self.total, rank_ext + (self.total.unsqueeze(2) + self.next)
+
+    def advance(self, parent, token, is_stay, changed, prefixes, plen) -> None:
+        """Follow the beam's selection: entry ``w`` now comes from ``parent[b, w]``, grown by
+        ``token`` where not ``is_stay``. Only ``changed`` entries (live, in a running utterance)
+        are updated; grown prefixes (``prefixes``/``plen`` after the frame) get new LM scores."""
+        total = self.total.gather(1, parent)
+        nxt = self.next.gather(1, parent.unsqueeze(2).expand_as(self.next))
+        grown = changed & ~is_stay
+        total = torch.where(grown, total + nxt.gather(2, token.unsqueeze(2)).squeeze(2), total)
+        rows = grown.nonzero()
+        if rows.numel():
+            b, w = rows[:, 0], rows[:, 1]
+            lens = plen[b, w]
+            ys = torch.full((rows.size(0), int(lens.max()) + 1), self.sos, dtype=torch.long, device=prefixes.device)
+            ys[:, 1:] = prefixes[b, w, : ys.size(1) - 1]  # past a row's length: padding, unread
+            logp, _ = self.lm.score_batch(ys, lengths=lens + 1)
+            nxt = nxt.index_put((b, w), self.weight * logp)
+        self.total = torch.where(changed, total, self.total)
+        self.next = torch.where(changed.unsqueeze(2), nxt, self.next)
+
+    def end_scores(self, eos: int) -> torch.Tensor:
+        """``[B, W]``: each entry's LM score with ``<eos>`` after its last label."""
+        return self.total + self.next[..., eos]
 
 
 def _merge_extensions_into_beam(prefixes, plen, last, tot, stay_pnb, ext, pos):

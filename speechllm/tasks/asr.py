@@ -97,6 +97,14 @@ def build_normalize(config: dict, cmvn_stats_path: str | os.PathLike | None = No
     return _construct(_lookup(NORMALIZERS, "normalize", config["normalize"]), "normalize_conf", normalize_conf)
 
 
+def build_specaug(config: dict) -> nn.Module | None:
+    """The ``specaug`` of the config (``SPECAUGS`` key or true, with ``specaug_conf``), or None."""
+    name = _specaug_name(config.get("specaug"))
+    if name is None:
+        return None
+    return _construct(_lookup(SPECAUGS, "specaug", name), "specaug_conf", config.get("specaug_conf"))
+
+
 def build_model(config: dict, vocab_size: int, cmvn_stats_path: str | os.PathLike | None = None) -> CTCAttentionModel:
     """Build the ASR model described by ``config`` for a vocabulary of ``vocab_size`` tokens.
 
@@ -115,11 +123,7 @@ def build_model(config: dict, vocab_size: int, cmvn_stats_path: str | os.PathLik
                              vocab_size=vocab_size, encoder_output_size=encoder.output_size())
 
     normalize = build_normalize(config, cmvn_stats_path)
-    specaug = None
-    name = _specaug_name(config.get("specaug"))
-    if name is not None:
-        specaug = _construct(_lookup(SPECAUGS, "specaug", name), "specaug_conf", config.get("specaug_conf"))
-
+    specaug = build_specaug(config)
     return _construct(CTCAttentionModel, "model_conf", model_conf, vocab_size=vocab_size, encoder=encoder,
                       decoder=decoder, normalize=normalize, specaug=specaug)
 

@@ -1,6 +1,16 @@
-"""The ``lm`` task: pretrain a causal LM (``speechllm.llm.mini_lm``) with the shared Trainer.
+"""The ``lm`` task: train a causal LM (``speechllm.llm.mini_lm``) with the shared Trainer.
 
-Data: a JSONL written by ``speechllm.bin.lm_prepare_data``, one example per line::
+Two tokenizers (``speechllm.bin.train --task lm``):
+
+- ``--tokenizer_dir``: the mini LLM's own byte-level BPE with a chat template (``lm_prepare_data``);
+  the speech-LLM recipes pretrain their LLM this way.
+- ``--token_list`` + ``--bpemodel``: the ASR token list (:class:`UnitTokenizer`), for an external
+  LM in shallow fusion (``speechllm.search.lm_scorer``). A sentence is ``<sos/eos> tokens
+  <sos/eos>``, every token after the first ``<sos/eos>`` is a target, the final ``<sos/eos>``
+  included: the LM scores the end of a sentence. ``<blank>`` (id 0) pads and is never a target.
+
+Data: a JSONL (``--train_jsonl``/``--valid_jsonl``) written by ``speechllm.bin.lm_prepare_data``,
+one example per line::
 
     {"id": "text-00012", "kind": "text", "text": "in the beginning god created ..."}
     {"id": "Psa023_001-repeat/1", "kind": "chat", "task": "repeat", "answer_task": "repeat",
@@ -8,9 +18,15 @@ Data: a JSONL written by ``speechllm.bin.lm_prepare_data``, one example per line
      "messages": [{"role": "user", "content": "Repeat this sentence: ..."},
                   {"role": "assistant", "content": "the lord is my shepherd ..."}]}
 
-Plain text: every token is a target. Chat: only the answer (the last assistant turn and its
-``<|end|>``) is a target, the prompt is ``-100``. Dataset ``.lengths`` are token counts, so the
-config's ``batch_bins`` bounds the padded tokens of a batch.
+or a Kaldi-style text file (``--train_text``/``--valid_text``): one sentence per line after an id,
+``<id> <sentence>``, as a data dir's ``text`` (so the ASR's own transcripts can be used as they are;
+add ids to plain text with ``awk '{print NR, $0}'``). Each line is one ``kind: text`` example, taken
+as written (normalize it like the transcripts beforehand); lines with an id only are skipped and
+counted.
+
+Plain text: every token is a target. Chat (``--tokenizer_dir`` only): only the answer (the last
+assistant turn and its ``<|end|>``) is a target, the prompt is ``-100``. Dataset ``.lengths`` are
+token counts, so the config's ``batch_bins`` bounds the padded tokens of a batch.
 
 Config keys read here (other keys are the Trainer's)::
 
@@ -23,20 +39,56 @@ import json
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
-from speechllm.utils.config import ConfigError
+from speechllm.data.datadir import parse_text, read_table
+from speechllm.text.tokenizer import Tokenizer, read_token_list
+from speechllm.train.checkpoint import load_model_state_dict
+from speechllm.utils.config import ConfigError, load_yaml
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+EXAMPLE_KINDS = ("text", "chat")
+TEXT_FORMATS = ("jsonl", "text")  # --train_jsonl / --train_text
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The objects of a JSONL file; errors name ``file:line``."""
+class UnitTokenizer:
+    """The ASR token list seen as an LM tokenizer: the part of a HF tokenizer that
+    ``mini_lm.build_model`` and ``mini_lm.encode_text`` use. ``tokenizer(text).input_ids`` is
+    ``<sos/eos> tokens <sos/eos>``; bos = eos = ``<sos/eos>`` (the last id), pad = ``<blank>`` (0).
+    It has no chat template, so chat examples are refused."""
+
+    chat_template = None
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.bos_token_id = self.eos_token_id = tokenizer.sos_eos_id
+        self.pad_token_id = tokenizer.blank_id
+        self.unk_token_id = tokenizer.unk_id
+
+    def __len__(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def __call__(self, text: str) -> SimpleNamespace:
+        sos_eos = self.tokenizer.sos_eos_id
+        return SimpleNamespace(input_ids=[sos_eos, *self.tokenizer.encode(text), sos_eos])
+
+
+def load_unit_tokenizer(token_list: str | os.PathLike, bpemodel: str | os.PathLike) -> UnitTokenizer:
+    """:class:`UnitTokenizer` of ``tokens.txt`` + sentencepiece model (they must belong together)."""
+    try:
+        return UnitTokenizer(Tokenizer(bpemodel, token_list))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def read_jsonl(path: str | os.PathLike, kinds: tuple[str, ...] = EXAMPLE_KINDS) -> list[dict]:
+    """The objects of a JSONL file (of ``kinds``); errors name ``file:line``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found")
@@ -57,8 +109,30 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             else:
                 raise ConfigError(f"{path}:{lineno}: expected {{'kind': 'text', 'text': ...}} or "
                                   f"{{'kind': 'chat', 'messages': [...]}}")
+            if kind not in kinds:
+                raise ConfigError(f"{path}:{lineno}: a '{kind}' example, but this tokenizer takes only "
+                                  f"{', '.join(kinds)} examples (chat needs a chat template: --tokenizer_dir)")
             out.append(obj)
     return out
+
+
+def read_kaldi_text(path: str | os.PathLike) -> list[dict]:
+    """``kind: text`` examples of a Kaldi-style ``<id> <sentence>`` file; errors (an empty line, a
+    duplicate id, bad UTF-8) name ``file:line``; lines with no sentence are skipped and counted."""
+    table = read_table(path, parse_text)
+    out = [{"id": utt, "kind": "text", "text": text} for utt, (_, text) in table.items() if text]
+    if len(out) < len(table):
+        logger.warning("%s: skipped %d of %d lines with an id but no text", path, len(table) - len(out), len(table))
+    return out
+
+
+def read_examples(path: str | os.PathLike, fmt: str, kinds: tuple[str, ...] = EXAMPLE_KINDS) -> list[dict]:
+    """Examples of a ``jsonl`` file or a Kaldi-style ``text`` file (see the module docstring)."""
+    if fmt == "jsonl":
+        return read_jsonl(path, kinds)
+    if fmt == "text":
+        return read_kaldi_text(path)
+    raise ConfigError(f"unknown LM data format {fmt!r}; choose one of {TEXT_FORMATS}")
 
 
 def tokenize_examples(examples: list[dict], tokenizer: Any, max_len: int) -> tuple[list[tuple[str, list[int], list[int]]], dict]:
@@ -84,20 +158,23 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, max_len: int) -> tup
 
 
 class LMDataset(torch.utils.data.Dataset):
-    """Tokenized examples of a JSONL; ``lengths`` in tokens."""
+    """Tokenized examples of a JSONL or Kaldi-style text file (``fmt``); ``lengths`` in tokens."""
 
-    def __init__(self, jsonl: str | os.PathLike, tokenizer: Any, max_len: int = 512) -> None:
-        examples = read_jsonl(jsonl)
+    def __init__(self, path: str | os.PathLike, tokenizer: Any, max_len: int = 512, fmt: str = "jsonl") -> None:
+        kinds = EXAMPLE_KINDS if getattr(tokenizer, "chat_template", None) else ("text",)
+        examples = read_examples(path, fmt, kinds)
         self.items, counts = tokenize_examples(examples, tokenizer, max_len)
         if not self.items:
-            raise ConfigError(f"{jsonl}: no usable examples")
+            raise ConfigError(f"{path}: no usable examples")
         self.lengths = [len(ids) for _, ids, _ in self.items]
         self.pad_id = int(tokenizer.pad_token_id)
         targets = sum(sum(t != IGNORE_INDEX for t in labels) for _, _, labels in self.items)
+        unk_id = getattr(tokenizer, "unk_token_id", None)
+        unk = sum(ids.count(unk_id) for _, ids, _ in self.items) if unk_id is not None else 0
         logger.info("%s: %s examples (%s plain text, %s chat; %d text cut, %d chat dropped at %d tokens), "
-                    "%s tokens, %s targets", jsonl, f"{len(self.items):,}", f"{counts['text']:,}",
+                    "%s tokens (%s <unk>), %s targets", path, f"{len(self.items):,}", f"{counts['text']:,}",
                     f"{counts['chat']:,}", counts["text_truncated"], counts["chat_dropped"], max_len,
-                    f"{sum(self.lengths):,}", f"{targets:,}")
+                    f"{sum(self.lengths):,}", f"{unk:,}", f"{targets:,}")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -162,5 +239,54 @@ def build_model(config: dict, tokenizer: Any) -> CausalLMTask:
     return CausalLMTask(build_lm(tokenizer, model_conf))
 
 
-def build_dataset(config: dict, jsonl: str | os.PathLike, tokenizer: Any) -> LMDataset:
-    return LMDataset(jsonl, tokenizer, max_len=int(config.get("max_len", 512)))
+def build_dataset(config: dict, path: str | os.PathLike, tokenizer: Any, fmt: str = "jsonl") -> LMDataset:
+    return LMDataset(path, tokenizer, max_len=int(config.get("max_len", 512)), fmt=fmt)
+
+
+def load_unit_lm(lm_dir: str | os.PathLike, checkpoint: str | os.PathLike, tokenizer: Tokenizer) -> CausalLMTask:
+    """The LM of an ``--task lm`` run on the ASR token list (``lm_dir/config.yaml`` + ``checkpoint``),
+    for decoding with an ASR model whose tokenizer is ``tokenizer``.
+
+    Raises ConfigError when the LM was trained with its own tokenizer, when the token list its
+    config names (if that file is found) differs from ``tokenizer``'s, or when its vocabulary size
+    is not the ASR's.
+    """
+    config_path = Path(lm_dir) / "config.yaml"
+    config = load_yaml(config_path)
+    if not config.get("token_list"):
+        raise ConfigError(f"{config_path}: this LM was not trained on an ASR token list (tokenizer_dir "
+                          f"{config.get('tokenizer_dir')}); shallow fusion needs one trained with "
+                          "--token_list/--bpemodel of the ASR model")
+    _check_same_token_list(Path(config["token_list"]), tokenizer)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: LM checkpoint not found")
+    state = load_model_state_dict(checkpoint)
+    emb = state.get("lm.model.embed_tokens.weight")
+    if emb is not None and emb.size(0) != tokenizer.vocab_size:
+        raise ConfigError(f"{checkpoint}: the LM has a vocabulary of {emb.size(0)} tokens, the ASR token list "
+                          f"{tokenizer.token_list_path} {tokenizer.vocab_size}: the LM must be trained on the "
+                          "ASR model's token list")
+    model = build_model(config, UnitTokenizer(tokenizer))
+    model.load_state_dict(state)
+    logger.info("loaded LM %s (%.2f M parameters, %d tokens)", checkpoint,
+                sum(p.numel() for p in model.parameters()) / 1e6, tokenizer.vocab_size)
+    return model.eval()
+
+
+def _check_same_token_list(lm_token_list: Path, tokenizer: Tokenizer) -> None:
+    """Compare the LM's token list (when its file is found; the vocabulary size is checked on the
+    weights in any case) with the ASR's, token by token."""
+    if not lm_token_list.is_file():
+        logger.warning("LM token list %s not found (relative to another directory?); checking the "
+                       "vocabulary size only", lm_token_list)
+        return
+    tokens = read_token_list(lm_token_list)
+    if tokens == tokenizer.token_list:
+        return
+    if len(tokens) != tokenizer.vocab_size:
+        raise ConfigError(f"the LM's token list {lm_token_list} has {len(tokens)} tokens, the ASR's "
+                          f"{tokenizer.token_list_path} {tokenizer.vocab_size}: the LM must be trained on "
+                          "the ASR model's token list")
+    line = next(i for i, (a, b) in enumerate(zip(tokens, tokenizer.token_list)) if a != b) + 1
+    raise ConfigError(f"{lm_token_list}:{line}: token '{tokens[line - 1]}' of the LM differs from "
+                      f"'{tokenizer.token_list[line - 1]}' of the ASR's {tokenizer.token_list_path}")

@@ -5,6 +5,8 @@ A speech LLM is ``encoder -> projector -> decoder-only LLM`` (:class:`SpeechLLM`
     input: fbank | raw | dumped        # as for ASR (speechllm.tasks.asr.resolve_input)
     encoder: conformer                 # any ENCODERS key, with encoder_conf
     normalize: global_mvn              # fbank input only, with normalize_conf.stats_file
+    specaug: true                      # SpecAugment (specaug_conf) after the normalization, in
+                                       # training only (also in front of a frozen encoder)
     encoder_init: exp/asr/valid.acc.ave.pt   # optional: an ASR checkpoint whose encoder.* and
                                              # normalize.* weights start the encoder
     projector: linear                  # PROJECTORS key, with projector_conf (downsample, ...)
@@ -12,13 +14,18 @@ A speech LLM is ``encoder -> projector -> decoder-only LLM`` (:class:`SpeechLLM`
     llm_config: {model_type: llama, ...}     # ... or a random LLM built from a config (tests)
     llm_conf: {torch_dtype: float32}   # options of speechllm.llm.loading.load_causal_lm
     lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj]}   # or null
+    mtbi: {targets: ..., transcribe_ratio: 0.3, ...}   # optional: speechllm.mtbi.collate
     freeze: ["encoder.*"]              # fnmatch patterns on parameter names; unfreeze: [...]
     prompts: {file: conf/prompts/mini_tasks.yaml, task: transcribe}   # or {wordings: [...]}
     system_prompt: null
 
-Training targets here are transcripts (ASR fine-tuning): each example's user turn is one of the
+Training targets are transcripts (ASR fine-tuning): each example's user turn is one of the
 ``transcribe`` wordings (chosen at random per example in training, the first one in validation
 and decoding) with the audio where the wording has ``{text}``; the response is the transcript.
+An ``mtbi:`` block (:mod:`speechllm.mtbi.collate`) trains by multi-task behavior imitation
+instead: the frozen LLM's answers to task prompts about the transcript, mixed with
+transcription, optionally with speech-text interleaving and a token-level KL term; validation
+stays transcription with the first wording, so valid accuracy compares across systems.
 """
 from __future__ import annotations
 
@@ -46,11 +53,14 @@ DEFAULT_WORDINGS = ["Transcribe the audio: {text}"]
 
 
 class NormalizedEncoder(nn.Module):
-    """Feature normalization (global CMVN) in front of an encoder; the encoder interface again."""
+    """Feature normalization (global CMVN) and SpecAugment in front of an encoder; the encoder
+    interface again. Either may be None. SpecAugment sits after the normalization, as in the ASR
+    model (:class:`~speechllm.models.ctc_attention.CTCAttentionModel`) whose encoder is reused."""
 
-    def __init__(self, normalize: nn.Module, encoder: nn.Module) -> None:
+    def __init__(self, normalize: nn.Module | None, encoder: nn.Module, specaug: nn.Module | None = None) -> None:
         super().__init__()
         self.normalize = normalize
+        self.specaug = specaug
         self.encoder = encoder
         self.input_kind = getattr(encoder, "input_kind", "fbank")
 
@@ -60,8 +70,15 @@ class NormalizedEncoder(nn.Module):
     def frame_rate(self) -> float:
         return self.encoder.frame_rate()
 
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encoder.output_lengths(lengths)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(self.normalize(x, lengths), lengths)
+        if self.normalize is not None:
+            x = self.normalize(x, lengths)
+        if self.specaug is not None:
+            x = self.specaug(x, lengths)  # a no-op in eval mode
+        return self.encoder(x, lengths)
 
 
 def _init_encoder_from_asr(encoder: nn.Module, path: str | os.PathLike) -> None:
@@ -70,7 +87,8 @@ def _init_encoder_from_asr(encoder: nn.Module, path: str | os.PathLike) -> None:
     state = load_model_state_dict(path)
     if isinstance(encoder, NormalizedEncoder):
         wanted = {f"encoder.{k}": f"encoder.{k}" for k in encoder.encoder.state_dict()}
-        wanted.update({f"normalize.{k}": f"normalize.{k}" for k in encoder.normalize.state_dict()})
+        if encoder.normalize is not None:
+            wanted.update({f"normalize.{k}": f"normalize.{k}" for k in encoder.normalize.state_dict()})
     else:
         wanted = {f"encoder.{k}": k for k in encoder.state_dict()}
     missing = [src for src in wanted if src not in state]
@@ -106,8 +124,9 @@ def build_model(config: dict, cmvn_stats_path: str | os.PathLike | None = None) 
 
     encoder = asr.build_encoder(config)
     normalize = asr.build_normalize(config, cmvn_stats_path)
-    if normalize is not None:
-        encoder = NormalizedEncoder(normalize, encoder)
+    specaug = asr.build_specaug(config)
+    if normalize is not None or specaug is not None:
+        encoder = NormalizedEncoder(normalize, encoder, specaug)
     if config.get("encoder_init"):
         _init_encoder_from_asr(encoder, config["encoder_init"])
     llm, tokenizer = build_llm(config)
@@ -117,8 +136,10 @@ def build_model(config: dict, cmvn_stats_path: str | os.PathLike | None = None) 
     lora = config.get("lora")
     if lora:
         llm = asr._construct(apply_lora, "lora", dict(lora), llm=llm)
+    mtbi = dict(config.get("mtbi") or {})
     model = SpeechLLM(encoder, projector, llm, tokenizer,
-                      downsample_check=bool(config.get("downsample_check", True)), config=config)
+                      downsample_check=bool(config.get("downsample_check", True)), config=config,
+                      kl_weight=float(mtbi.get("kl_weight", 0.0)), kl_temperature=float(mtbi.get("kl_temperature", 1.0)))
     apply_freezing(model, list(config.get("freeze") or []), list(config.get("unfreeze") or []))
     return model
 

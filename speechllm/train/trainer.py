@@ -432,6 +432,8 @@ class Trainer:
             sampler.load_state_dict(self._resume_sampler_state)
         else:
             sampler.set_epoch(epoch)
+        if hasattr(self.collate_fn, "set_epoch"):  # e.g. a schedule inside the collate (MTBI interleaving)
+            self.collate_fn.set_epoch(epoch)
         self._resume_sampler_state = None
         start, n = sampler.position, len(sampler)
         self.model.train()

@@ -10,6 +10,11 @@
 #  3c discrete units (--num_units)
 #   4 filtering by duration / empty text     9 packing the model into one archive
 #   5 tokenizer (sentencepiece)
+#  5b external LM on the token list (--use_lm true; --stage 5 includes 5b)
+# With --use_lm true, stage 5b trains a causal LM (--lm_config) over the ASR's tokens on
+# --lm_train_text, and stages 7-8 decode and score every test set twice: without the LM
+# (--inference_config) and with shallow fusion (--lm_inference_config, which sets lm_weight); the
+# decoding settings in RESULTS.md name the LM. See docs/recipes.md.
 set -euo pipefail
 
 recipe_cmd=${RECIPE_CMD:-$0 $*}   # recorded in RESULTS.md
@@ -50,21 +55,31 @@ inference_config=conf/decode.yaml
 inference_tag=""
 inference_args=""       # extra --key value overrides for decoding
 inference_model=valid.acc.ave.pt   # checkpoint file name under the exp dir
+use_lm=false            # true: stage 5b trains an external LM, stage 7 decodes with it
+lm_config=conf/train_lm.yaml
+lm_tag=""               # LM experiment name; default: from the config file name
+lm_args=""              # extra --key value overrides for LM training
+lm_train_text=""        # '<id> <sentence>' lines; default: ${data_dir}/local/lm_train.txt when local/data.sh
+                        # made one, else the training transcripts ${data_dir}/${train_set}/text
+lm_valid_text=""        # default: the validation transcripts ${data_dir}/${valid_set}/text
+lm_inference_config=conf/decode_lm.yaml  # use_lm=true: the second decoding of stage 7 (sets lm_weight)
+inference_lm=valid.loss.ave.pt     # LM checkpoint file name under the LM exp dir
 results_md=RESULTS.md
 pack_dir=packed
 
 template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
-. "${template_dir}/utils/log.sh"
-. "${template_dir}/utils/parse_options.sh"
-. "${template_dir}/utils/train_launcher.sh"
-[ -f ./path.sh ] && . ./path.sh
-[ -f ./cmd.sh ] && . ./cmd.sh
-: "${train_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"
-: "${decode_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"
+. "${template_dir}/utils/setup.sh"
 
 [ -n "${asr_tag}" ] || asr_tag=$(basename "${asr_config}" .yaml)_${token_type}${nbpe}
+[ -n "${lm_tag}" ] || lm_tag=$(basename "${lm_config}" .yaml)_${token_type}${nbpe}
 [ -n "${inference_tag}" ] || inference_tag=$(basename "${inference_config}" .yaml)_$(basename "${inference_model}" .pt)
+# Decodings of stages 7-8: "tag config" pairs; with the LM, the plain decoding stays next to it.
+decodings=("${inference_tag} ${inference_config}")
+if [ "${use_lm}" = true ]; then
+    decodings+=("$(basename "${lm_inference_config}" .yaml)_${lm_tag}_$(basename "${inference_model}" .pt) ${lm_inference_config}")
+fi
 asr_exp=${expdir}/asr_${asr_tag}
+lm_exp=${expdir}/lm_${lm_tag}
 if [ -n "${speed_perturb_factors}" ]; then train_sp=${train_set}_sp; else train_sp=${train_set}; fi
 token_dir=${data_dir}/token_list/${token_type}${nbpe}
 [ -n "${encoder_feats_dir}" ] || encoder_feats_dir=$(dirname "${feats_dir}")/$(basename "${encoder_feats_config:-none}" .yaml)_${encoder_feats_layer}
@@ -77,16 +92,6 @@ fi
 timing_file=${expdir}/stage_times.tsv
 mkdir -p "${expdir}"
 
-run_stage() {  # run_stage N name: runs stages/N_name.sh when N (3b counts as 3) is in [stage, stop_stage], timed
-    local n=$1 name=$2 t0 num=${1%%[!0-9]*}
-    if [ "$num" -lt "$stage" ] || [ "$num" -gt "$stop_stage" ]; then return 0; fi
-    log "stage ${n}: ${name}"
-    t0=$(date +%s)
-    . "${template_dir}/stages/${n}_${name}.sh"
-    printf '%s\t%s\t%d\t%s\n' "$n" "$name" "$(($(date +%s) - t0))" "$(date -Iseconds)" >> "${timing_file}"
-    log "stage ${n}: ${name} done"
-}
-
 run_stage 1 data
 run_stage 2 speed_perturb
 run_stage 3 features
@@ -94,6 +99,7 @@ run_stage 3b encoder_features
 run_stage 3c units
 run_stage 4 filter
 run_stage 5 tokenizer
+run_stage 5b lm
 run_stage 6 train
 run_stage 7 decode
 run_stage 8 score

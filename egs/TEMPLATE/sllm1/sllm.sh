@@ -50,13 +50,7 @@ export_dir=""           # default: ${sllm_exp}/export
 
 template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 asr_template_dir=$(readlink -f "${template_dir}/../asr1")
-. "${asr_template_dir}/utils/log.sh"
-. "${asr_template_dir}/utils/parse_options.sh"
-. "${asr_template_dir}/utils/train_launcher.sh"
-[ -f ./path.sh ] && . ./path.sh
-[ -f ./cmd.sh ] && . ./cmd.sh
-: "${train_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"
-: "${decode_cmd:=${MAIN_ROOT}/tools/launch/run_local.sh}"
+. "${asr_template_dir}/utils/setup.sh"
 
 [ -n "${sllm_tag}" ] || sllm_tag=$(basename "${sllm_config}" .yaml)
 [ -n "${inference_tag}" ] || inference_tag=$(basename "${inference_config}" .yaml)_$(basename "${inference_model}" .pt)
@@ -72,17 +66,6 @@ esac
 train_sp=${train_set}   # the ASR stages' name for the (speed-perturbed) training set
 timing_file=${expdir}/stage_times.tsv
 mkdir -p "${expdir}"
-
-run_stage() {  # run_stage N name DIR: runs DIR/stages/<file>.sh when N is in [stage, stop_stage], timed
-    local n=$1 name=$2 file=$3
-    if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
-    log "stage ${n}: ${name}"
-    local t0
-    t0=$(date +%s)
-    . "${file}"
-    printf '%s\t%s\t%d\t%s\n' "$n" "$name" "$(($(date +%s) - t0))" "$(date -Iseconds)" >> "${timing_file}"
-    log "stage ${n}: ${name} done"
-}
 
 run_stage 1 data "${asr_template_dir}/stages/1_data.sh"
 if [ "${feats_type}" = fbank ]; then

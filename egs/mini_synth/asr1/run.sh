@@ -2,10 +2,14 @@
 # Mini synthetic-speech ASR recipe: from nothing to RESULTS.md on a CPU.
 # The corpus is made offline from public-domain KJV verses spoken by Debian TTS voices
 # (see local/data.sh). Speed perturbation is off: the corpus already varies speaking rate and
-# tripling each epoch would not fit the 45-minute CPU budget. Real human speech test sets are added when $REALSPEECH (db.sh,
-# by default ../shared/data/realspeech beside the repository) exists.
+# tripling each epoch would not fit the 45-minute CPU budget. Stage 5b trains a small LM on the KJV
+# text without the dev/test verses (conf/train_lm.yaml, ~4 min), and every test set is decoded
+# without and with it (conf/decode_lm.yaml: shallow fusion, weights tuned on dev). Real human
+# speech test sets are added when $REALSPEECH (db.sh, by default ../shared/data/realspeech beside
+# the repository) exists.
 #   ./run.sh                         # every stage
 #   ./run.sh --stage 6 --stop_stage 8 --asr_args "--max_epoch 2"
+#   ./run.sh --use_lm false          # no LM: stage 5b skips, one decoding per test set
 set -euo pipefail
 export RECIPE_CMD="./run.sh $*"
 . ./path.sh
@@ -28,4 +32,5 @@ fi
     --token_type bpe \
     --nbpe 200 \
     --speed_perturb_factors "" \
+    --use_lm true \
     "$@"

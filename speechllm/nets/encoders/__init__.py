@@ -12,6 +12,8 @@ unused by waveform encoders) and provides:
 * ``output_size() -> D`` and ``frame_rate() -> float``: output frames per second (Conformer on
   10 ms fbank: ``100 / subsampling_rate``; HuBERT/wav2vec 2.0/WavLM/Whisper: 50; halved by
   ``downsample: 2``).
+* ``output_lengths(lengths) -> out_lengths[B]``: the lengths ``forward`` returns, without running it
+  (every encoder here; speech-text interleaving places speech spans by them).
 * ``hidden_states(x, lengths) -> (list of [B, T', D], out_lengths)`` (pretrained and precomputed
   encoders; not the Conformer): every layer's output, index 0 = after the CNN/embedding, last = the
   final output, for feature dumping and k-means.

@@ -19,7 +19,7 @@ from torch import nn
 from torchaudio.models import Conformer
 
 from speechllm.nets.positional_encoding import PositionalEncoding
-from speechllm.nets.subsampling import Conv2dSubsampling
+from speechllm.nets.subsampling import Conv2dSubsampling, subsampled_length
 
 
 def _zero_padded_frames(conv: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
@@ -108,6 +108,10 @@ class ConformerEncoder(nn.Module):
     def frame_rate(self) -> float:
         """Output frames per second for 10 ms fbank frames."""
         return 100.0 / self.subsampling.rate
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames for ``lengths`` input frames, without running the encoder."""
+        return subsampled_length(lengths, self.subsampling.rate)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, return_intermediate: bool = False

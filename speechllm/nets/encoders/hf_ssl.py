@@ -171,6 +171,9 @@ class HFSSLEncoder(PretrainedEncoder):
         """True for ``feat_extract_norm: layer`` models (attention mask used); see the module doc."""
         return self.backbone.config.feat_extract_norm == "layer"
 
+    def _backbone_output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.backbone._get_feat_extract_output_lengths(lengths).to(torch.long)
+
     def _backbone_states(self, x: torch.Tensor, lengths: torch.Tensor,
                          all_layers: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
         check_waveform(x, lengths, self.family)
@@ -178,7 +181,7 @@ class HFSSLEncoder(PretrainedEncoder):
         if self.normalize_waveform:
             x = normalize_waveform(x, lengths, HF_NORMALIZE_EPS)
         attention_mask = valid_mask(lengths, x.size(1)).long() if self.padding_invariant else None
-        out_lens = self.backbone._get_feat_extract_output_lengths(lengths).to(torch.long)
+        out_lens = self._backbone_output_lengths(lengths)
         if not all_layers:
             return [self.backbone(x, attention_mask=attention_mask).last_hidden_state], out_lens
         layers = self.backbone.encoder.layers

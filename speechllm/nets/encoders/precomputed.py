@@ -59,6 +59,10 @@ class PrecomputedEncoder(nn.Module):
         """Output frames per second."""
         return self.input_frame_rate / self.downsample
 
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames for ``lengths`` input frames, without running the encoder."""
+        return torch.div(lengths + self.downsample - 1, self.downsample, rounding_mode="floor")
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stack, project; padded output frames are zero."""
         if x.dim() != 3 or x.size(-1) != self.input_size:
@@ -67,7 +71,7 @@ class PrecomputedEncoder(nn.Module):
         if k > 1:
             x = F.pad(x, (0, 0, 0, (-x.size(1)) % k))  # whole groups of k frames
             x = x.reshape(x.size(0), x.size(1) // k, k * x.size(2))
-            lengths = torch.div(lengths + k - 1, k, rounding_mode="floor")
+            lengths = self.output_lengths(lengths)
         x = self.dropout(x)
         if self.proj is not None:
             x = self.proj(x)

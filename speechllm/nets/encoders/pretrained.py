@@ -308,6 +308,16 @@ class PretrainedEncoder(nn.Module):
         """Output frames per second (the backbone's rate divided by ``downsample``)."""
         return self._native_frame_rate / self.downsample
 
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames of inputs of ``lengths`` (samples, or frames of ``[B, T, F]`` features): the
+        lengths :meth:`forward` returns, without running it (speech-text interleaving needs them)."""
+        lengths = self._backbone_output_lengths(lengths.to(torch.long))
+        return (lengths + self.downsample - 1) // self.downsample
+
+    def _backbone_output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """The backbone's output frames for inputs of ``lengths`` (before ``downsample``)."""
+        raise NotImplementedError
+
     def frozen_now(self) -> bool:
         """Whether the backbone is frozen for the next forward (``freeze``, or within ``freeze_steps``)."""
         # int() of the buffer syncs with the GPU: only paid when freeze_steps is used

@@ -184,6 +184,11 @@ class TorchaudioSSLEncoder(PretrainedEncoder):
         """False for ``extractor_mode: group_norm`` (GroupNorm over the padded time axis)."""
         return not any(isinstance(b.layer_norm, nn.GroupNorm) for b in self.backbone.feature_extractor.conv_layers)
 
+    def _backbone_output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for block in self.backbone.feature_extractor.conv_layers:  # as ConvLayerBlock.forward
+            lengths = (torch.div(lengths - block.kernel_size, block.stride, rounding_mode="floor") + 1).clamp(min=0)
+        return lengths
+
     def _backbone_states(self, x: torch.Tensor, lengths: torch.Tensor,
                          all_layers: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
         check_waveform(x, lengths, self.family)

@@ -179,6 +179,10 @@ class WhisperEncoder(PretrainedEncoder):
         self._attach_backbone(backbone, nn.ModuleList([backbone.conv1, backbone.conv2]),
                               backbone.config.encoder_layers, backbone.config.d_model, SAMPLE_RATE / stride)
 
+    def _backbone_output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        mel_lens = (lengths + HOP_LENGTH - 1) // HOP_LENGTH  # as WhisperLogMel
+        return (mel_lens - 1) // 2 + 1  # conv2: kernel 3, stride 2, padding 1
+
     def _backbone_states(self, x: torch.Tensor, lengths: torch.Tensor,
                          all_layers: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
         check_waveform(x, lengths, self.family)
@@ -191,7 +195,7 @@ class WhisperEncoder(PretrainedEncoder):
         enc = self.backbone
         mel, mel_lens = self.frontend(x, lengths, self.pad_to_30s)
         mel = mel.to(enc.conv1.weight.dtype)
-        out_lens = (mel_lens - 1) // 2 + 1  # conv2: kernel 3, stride 2, padding 1
+        out_lens = self._backbone_output_lengths(lengths)
         # HF's WhisperEncoder.forward only accepts exactly 3000 mel frames and takes no padding mask,
         # so its steps are run here: conv1, conv2 (GELU), positions sliced to the length, the layers
         # with a key-padding mask, the final layer norm. Padded frames are zeroed between the convs

@@ -4,7 +4,7 @@ if [ -f "${asr_exp}/.done" ]; then
 else
     set_train_launcher
     mkdir -p "${asr_exp}"
-    log "training log: ${asr_exp}/train.log (${nproc_train} process(es), ${OMP_NUM_THREADS} threads each)"
+    log "training log: ${asr_exp}/train.log (${nproc_train} process(es), ${train_threads} threads each)"
     # shellcheck disable=SC2086
     ${train_cmd} --gpu "${ngpu}" "${asr_exp}/train.log" \
         "${launcher[@]}" -m speechllm.bin.train --task asr --config "${asr_config}" \

@@ -1,7 +1,10 @@
 # Stage 8: WER/CER of every decoded set (jiwer after the one text normalizer), then RESULTS.md.
-for dset in ${test_sets}; do
-    dir=${asr_exp}/decode_${inference_tag}/${dset}
-    python -m speechllm.bin.score --ref "${feats_dir}/${dset}/text" --hyp "${dir}/text" --out_dir "${dir}/score"
+for decoding in "${decodings[@]}"; do
+    read -r tag _ <<< "${decoding}"
+    for dset in ${test_sets}; do
+        dir=${asr_exp}/decode_${tag}/${dset}
+        python -m speechllm.bin.score --ref "${feats_dir}/${dset}/text" --hyp "${dir}/text" --out_dir "${dir}/score"
+    done
 done
 python -m speechllm.bin.write_results --exp_dir "${expdir}" --out "${results_md}" \
     --stage_times "${timing_file}" --recipe "$(pwd)" --header "Command: \`${recipe_cmd}\`"

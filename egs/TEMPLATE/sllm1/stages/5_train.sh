@@ -10,7 +10,7 @@ else
     [ -n "${encoder_init}" ] && extra+=(--encoder_init "${encoder_init}")
     [ "${feats_type}" = fbank ] && extra+=(--normalize_conf.stats_file "${feats_dir}/${train_set}/cmvn.json")
     mkdir -p "${sllm_exp}"
-    log "training log: ${sllm_exp}/train.log (${nproc_train} process(es), ${OMP_NUM_THREADS} threads each)"
+    log "training log: ${sllm_exp}/train.log (${nproc_train} process(es), ${train_threads} threads each)"
     # shellcheck disable=SC2086
     ${train_cmd} --gpu "${ngpu}" "${sllm_exp}/train.log" \
         "${launcher[@]}" -m speechllm.bin.train --task sllm --config "${sllm_config}" \

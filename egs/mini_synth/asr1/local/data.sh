@@ -13,7 +13,10 @@
 #    Defaults: ~2 h train, ~10 min dev, ~15 min test; about 35 s of synthesis on 2 cores.
 # 2. Real human speech test sets data/test_real_{librivox,librispeech,ljspeech,jfk} when the
 #    shared realspeech folder exists (relative paths are taken from the recipe directory).
-# Both steps skip work that is already done. --tiny true makes 16/4/4 utterances (seconds).
+# 3. Text of the external LM (asr.sh --use_lm true, stage 5b): data/local/lm_train.txt, all
+#    31,102 KJV verses ('Gen001_001 in the beginning ...', normalized like the transcripts)
+#    except those of every set but train (the 150 dev and 200 test verses; ~30,700 remain).
+# Every step skips work that is already done. --tiny true makes 16/4/4 utterances (seconds).
 set -euo pipefail
 
 data_dir=data
@@ -67,7 +70,12 @@ log "step 2: real speech test sets from ${realspeech_dir}"
     --realspeech_dir "${realspeech_dir}" --data_dir "${data_dir}"
 
 made=""
+held_out=()
 for d in "${data_dir}"/*/; do
     [ -f "${d}wav.scp" ] && made+=" $(basename "${d}")"
+    case "$(basename "${d}")" in train*) ;; *) [ -f "${d}text" ] && held_out+=("${d}text") ;; esac
 done
-log "done:${made}"
+
+log "step 3: LM training text -> ${data_dir}/local/lm_train.txt (KJV without the verses of ${held_out[*]})"
+"${python}" "${recipe_dir}/local/make_lm_text.py" --exclude "${held_out[@]}" --out "${data_dir}/local/lm_train.txt"
+log "done:${made} + local/lm_train.txt"

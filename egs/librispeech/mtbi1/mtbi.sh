@@ -1,0 +1,1 @@
+../../TEMPLATE/mtbi1/mtbi.sh

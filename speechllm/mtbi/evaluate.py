@@ -1,0 +1,418 @@
+"""The MTBI benchmark: score a speech model's answers to task prompts against the frozen text
+LLM's answers (and the true answers) of a targets JSONL; definitions in docs/mtbi.md.
+
+A *targets* file has one JSON object a line, one example = one utterance x one prompt wording::
+
+    {"id": "utt1|count_words/2", "utt_id": "utt1", "task": "count_words", "answer_task": "count_words",
+     "wording": "count_words/2", "wording_split": "train", "task_split": "train",
+     "prompt": "Count the words: {text}", "transcript": "and god said", "response": "3",
+     "reference": "3", "stopped": true}
+
+``response`` is the text LLM's answer given the transcript (what the speech model imitates),
+``reference`` the true answer (``null`` when unknown), ``stopped`` whether the LLM ended its answer
+itself. Hypotheses are a Kaldi-style ``text`` file keyed by ``id`` (``sllm_inference
+--prompts_jsonl``), optionally with its ``gen_info``.
+
+Every rate is in percent; a rate with an empty denominator is ``None``. Answers are compared
+after :func:`speechllm.text.normalizer.normalize_text`, by the rules of
+:func:`speechllm.llm.text_tasks.exact_match` for the example's ``answer_task``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import jiwer
+
+from speechllm.data.datadir import DataDirError
+from speechllm.llm.text_tasks import PLACEHOLDER, SPLITS, exact_match
+from speechllm.scoring.wer import is_looping
+from speechllm.text.normalizer import normalize_text
+
+TARGET_KEYS = ("id", "utt_id", "task", "answer_task", "wording", "wording_split", "task_split", "prompt",
+               "transcript", "response", "reference")
+# Answer tasks whose answer is the transcript: scored by WER against the transcript.
+TRANSCRIPTION_ANSWER_TASKS = ("repeat",)
+# An output is "a transcription" when its WER against the transcript is at most this (percent).
+TRANSCRIPTION_MAX_WER = 50.0
+# Refusal-like outputs (searched in the normalized output: lowercase, punctuation removed).
+REFUSAL_PATTERNS = (
+    r"\bi cannot\b", r"\bi can't\b", r"\bi can not\b", r"\bi'm unable\b", r"\bi am unable\b",
+    r"\bi'm not able\b", r"\bi am not able\b", r"\bsorry\b", r"\bi apologi[sz]e\b", r"\bas an ai\b",
+    r"\bas a language model\b", r"\bi don't know\b", r"\bi do not know\b", r"\bunable to\b",
+)
+_REFUSAL_RES = [re.compile(p) for p in REFUSAL_PATTERNS]
+_INT_RE = re.compile(r"[-+]?\d+")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One line of a targets JSONL (the keys of the module docstring)."""
+
+    id: str
+    utt_id: str
+    task: str
+    answer_task: str
+    wording: str
+    wording_split: str
+    task_split: str
+    prompt: str
+    transcript: str
+    response: str
+    reference: str | None
+    stopped: bool = True
+
+    @property
+    def is_transcription_task(self) -> bool:
+        return self.answer_task in TRANSCRIPTION_ANSWER_TASKS
+
+
+def read_target_lines(path: str | os.PathLike, required: Sequence[str] = TARGET_KEYS) -> list[dict]:
+    """The objects of a targets JSONL, checked: valid JSON objects with the ``required`` keys, an
+    ``id`` without white space used once, a ``prompt`` with ``{text}`` once. Errors are
+    :class:`DataDirError` naming ``file:line``; blank lines are skipped."""
+    out, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataDirError(path, lineno, f"invalid JSON: {e.msg}") from None
+            if not isinstance(obj, dict):
+                raise DataDirError(path, lineno, "expected a JSON object")
+            missing = [k for k in required if k not in obj]
+            if missing:
+                raise DataDirError(path, lineno, f"missing key(s) {missing}")
+            ex_id = obj.get("id")
+            if not isinstance(ex_id, str) or not ex_id or ex_id.split() != [ex_id]:
+                raise DataDirError(path, lineno, f"'id' must be a string without white space, got {ex_id!r}")
+            if ex_id in seen:
+                raise DataDirError(path, lineno, f"id '{ex_id}' already used on line {seen[ex_id]}")
+            seen[ex_id] = lineno
+            if "prompt" in obj and (not isinstance(obj["prompt"], str) or obj["prompt"].count(PLACEHOLDER) != 1):
+                raise DataDirError(path, lineno, f"'prompt' must hold {PLACEHOLDER} once, got {obj['prompt']!r}")
+            out.append(obj)
+    if not out:
+        raise DataDirError(path, None, "no examples")
+    return out
+
+
+def load_targets(path: str | os.PathLike) -> list[Target]:
+    """The examples of a targets JSONL as :class:`Target` (splits checked)."""
+    targets = []
+    for obj in read_target_lines(path):
+        for key in ("wording_split", "task_split"):
+            if obj[key] not in SPLITS:
+                raise DataDirError(path, None, f"id '{obj['id']}': {key} must be one of {list(SPLITS)}, "
+                                               f"got {obj[key]!r}")
+        ref = obj["reference"]
+        targets.append(Target(**{k: str(obj[k]) for k in TARGET_KEYS if k != "reference"},
+                              reference=None if ref is None else str(ref), stopped=bool(obj.get("stopped", True))))
+    return targets
+
+
+# ----------------------------------------------------------------------------------------
+# Judging one output
+# ----------------------------------------------------------------------------------------
+def _first_int(text: str) -> int | None:
+    m = _INT_RE.search(text)
+    return int(m.group()) if m else None
+
+
+def _is_upper(text: str) -> bool:
+    return any(c.isalpha() for c in text) and text.strip() == text.strip().upper()
+
+
+def same_answer(answer_task: str, hyp: str, answer: str) -> bool:
+    """Whether ``hyp`` gives the same answer as ``answer`` (another model's free output, e.g. the
+    LLM's): like :func:`exact_match`, but the rules apply to both sides: for ``count_words`` the
+    first integers are equal (normalized text when ``answer`` holds none), for ``uppercase`` the
+    words are equal and both or neither are in upper case."""
+    if answer_task == "count_words" and _first_int(answer) is not None:
+        return _first_int(hyp) == _first_int(answer)
+    if answer_task == "uppercase":
+        return normalize_text(hyp) == normalize_text(answer) and _is_upper(hyp) == _is_upper(answer)
+    return normalize_text(hyp) == normalize_text(answer)
+
+
+def is_correct(answer_task: str, hyp: str, reference: str) -> bool:
+    """``hyp`` against the true answer: :func:`exact_match` (a reference is a clean answer)."""
+    return exact_match(answer_task, hyp, reference)
+
+
+def word_errors(ref: str, hyp: str) -> tuple[int, int]:
+    """``(errors, reference words)`` of ``hyp`` against ``ref`` after normalization (jiwer)."""
+    ref_n, hyp_n = normalize_text(ref), normalize_text(hyp)
+    if not ref_n:
+        return len(hyp_n.split()), 0
+    out = jiwer.process_words(ref_n, hyp_n)
+    return out.substitutions + out.deletions + out.insertions, len(ref_n.split())
+
+
+def is_transcription(text: str, transcript: str) -> bool:
+    """Whether ``text`` is (about) the transcript: both non-empty and WER <= TRANSCRIPTION_MAX_WER."""
+    errors, words = word_errors(transcript, text)
+    return bool(normalize_text(text)) and words > 0 and 100.0 * errors / words <= TRANSCRIPTION_MAX_WER
+
+
+def is_refusal(text: str, context: Iterable[str] = ()) -> bool:
+    """Whether ``text`` matches a :data:`REFUSAL_PATTERNS` entry that none of ``context`` (the
+    transcript, the expected answer) matches: a verse reading "i cannot dig" is no refusal."""
+    norm, ctx = normalize_text(text), [normalize_text(c) for c in context if c]
+    return any(r.search(norm) and not any(r.search(c) for c in ctx) for r in _REFUSAL_RES)
+
+
+@dataclass
+class ItemScore:
+    """The judgement of one output (the model's, or the LLM's own in its self-score)."""
+
+    id: str
+    task: str
+    answer_task: str
+    wording_split: str
+    task_split: str
+    hyp: str
+    missing: bool
+    empty: bool
+    looping: bool
+    cut: bool | None
+    refusal: bool
+    word_errors: int          # against the transcript (used for transcription tasks)
+    ref_words: int
+    agrees: bool | None       # same answer as the LLM (non-transcription tasks; None in the self-score)
+    correct: bool | None      # same answer as the reference (None: no reference, or a transcription task)
+    if_eligible: bool         # counts for instruction following (see score_item)
+    follows: bool | None      # eligible and the output is neither empty nor a transcription
+
+    @property
+    def is_transcription_task(self) -> bool:
+        return self.answer_task in TRANSCRIPTION_ANSWER_TASKS
+
+
+def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = False) -> ItemScore:
+    """Judge ``hyp`` (None: missing) for ``t``. ``self_score``: ``hyp`` is the LLM's own answer
+    (no agreement, no instruction following).
+
+    Instruction following: an example is *eligible* when its task is not a transcription task and
+    neither the LLM's answer nor the reference is a transcription (:func:`is_transcription`); it
+    is *followed* when the output is non-empty and not a transcription.
+    """
+    text = hyp or ""
+    words = normalize_text(text).split()
+    errors, ref_words = word_errors(t.transcript, text)
+    answer_task = not t.is_transcription_task
+    eligible = (answer_task and not self_score and not is_transcription(t.response, t.transcript)
+                and not (t.reference is not None and is_transcription(t.reference, t.transcript)))
+    return ItemScore(
+        id=t.id, task=t.task, answer_task=t.answer_task, wording_split=t.wording_split, task_split=t.task_split,
+        hyp=text, missing=hyp is None, empty=hyp is not None and not words, looping=is_looping(words), cut=cut,
+        refusal=is_refusal(text, (t.transcript, t.response, t.reference or "")),
+        word_errors=errors, ref_words=ref_words,
+        agrees=same_answer(t.answer_task, text, t.response) if answer_task and not self_score else None,
+        correct=is_correct(t.answer_task, text, t.reference) if answer_task and t.reference is not None else None,
+        if_eligible=eligible,
+        follows=(bool(words) and not is_transcription(text, t.transcript)) if eligible else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Groups of examples
+# ----------------------------------------------------------------------------------------
+def _percent(num: int, den: int) -> float | None:
+    return 100.0 * num / den if den else None
+
+
+def summarize(items: Sequence[ItemScore]) -> dict:
+    """The numbers of one group of examples (keys documented in docs/mtbi.md)."""
+    trans = [s for s in items if s.is_transcription_task]
+    agree = [s.agrees for s in items if s.agrees is not None]
+    correct = [s.correct for s in items if s.correct is not None]
+    follows = [s.follows for s in items if s.if_eligible]
+    errors, ref_words = sum(s.word_errors for s in trans), sum(s.ref_words for s in trans)
+    known_cut = [s.cut for s in items if s.cut is not None]
+    return {
+        "num_items": len(items),
+        "num_transcription_items": len(trans),
+        "wer": _percent(errors, ref_words),
+        "word_errors": errors,
+        "num_ref_words": ref_words,
+        "num_agreement_items": len(agree),
+        "agreement": _percent(sum(agree), len(agree)),
+        "num_with_reference": len(correct),
+        "accuracy": _percent(sum(correct), len(correct)),
+        "num_if_eligible": len(follows),
+        "instruction_following": _percent(sum(follows), len(follows)),
+        "num_missing": sum(s.missing for s in items),
+        "num_empty": sum(s.empty for s in items),
+        "num_looping": sum(s.looping for s in items),
+        "num_cut": sum(known_cut) if len(known_cut) == len(items) and items else None,
+        "num_refusal": sum(s.refusal for s in items),
+    }
+
+
+# Keys of a group that mean nothing when the LLM scores its own answers.
+_NOT_IN_SELF_SCORE = ("num_agreement_items", "agreement", "num_if_eligible", "instruction_following", "num_missing")
+
+
+def _groups(scores: Sequence[ItemScore], self_score: bool = False) -> dict:
+    """Overall, seen/unseen tasks, seen tasks by seen/unseen wordings, and per task (with its
+    seen/unseen wordings) of ``scores``."""
+    def group(items: Sequence[ItemScore]) -> dict:
+        out = summarize(items)
+        return {k: v for k, v in out.items() if k not in _NOT_IN_SELF_SCORE} if self_score else out
+
+    per_task = {}
+    for task in dict.fromkeys(s.task for s in scores):
+        items = [s for s in scores if s.task == task]
+        per_task[task] = {"task_split": items[0].task_split, "answer_task": items[0].answer_task, **group(items),
+                          "by_wording_split": {sp: group([s for s in items if s.wording_split == sp])
+                                               for sp in SPLITS if any(s.wording_split == sp for s in items)}}
+    seen = [s for s in scores if s.task_split == "train"]
+    return {
+        "overall": group(scores),
+        "seen_tasks": group(seen),
+        "unseen_tasks": group([s for s in scores if s.task_split == "heldout"]),
+        "prompt_generalization": {"seen_wordings": group([s for s in seen if s.wording_split == "train"]),
+                                  "unseen_wordings": group([s for s in seen if s.wording_split == "heldout"])},
+        "per_task": per_task,
+    }
+
+
+def _instruction_following(scores: Sequence[ItemScore]) -> dict:
+    answer_items = [s for s in scores if not s.is_transcription_task]
+    eligible = [s for s in answer_items if s.if_eligible]
+    return {
+        "rate": _percent(sum(bool(s.follows) for s in eligible), len(eligible)),
+        "num_eligible": len(eligible),
+        "num_followed": sum(bool(s.follows) for s in eligible),
+        "num_transcribed": sum(not s.follows and not s.empty and not s.missing for s in eligible),
+        "num_empty_or_missing": sum(s.empty or s.missing for s in eligible),
+        "num_excluded": len(answer_items) - len(eligible),
+        "seen_tasks": _percent(sum(bool(s.follows) for s in eligible if s.task_split == "train"),
+                               sum(s.task_split == "train" for s in eligible)),
+        "unseen_tasks": _percent(sum(bool(s.follows) for s in eligible if s.task_split == "heldout"),
+                                 sum(s.task_split == "heldout" for s in eligible)),
+    }
+
+
+def score_targets(targets: Sequence[Target], hyps: dict[str, str],
+                  gen_info: dict[str, tuple[int, bool]] | None = None) -> tuple[dict, list[ItemScore]]:
+    """Score hypotheses ``{id: text}`` (and ``gen_info`` ``{id: (new_tokens, stopped)}``) against
+    ``targets``; returns the ``result.json`` dict (without file names) and the per-example scores."""
+    if not targets:
+        raise ValueError("no targets to score")
+    scores = [score_item(t, hyps.get(t.id), None if gen_info is None else not gen_info.get(t.id, (0, True))[1])
+              for t in targets]
+    llm_scores = [score_item(t, t.response, not t.stopped, self_score=True) for t in targets]
+    groups = _groups(scores)
+    known = {t.id for t in targets}
+    problems = {k: [s.id for s in scores if getattr(s, k)] for k in ("missing", "empty", "looping", "cut", "refusal")}
+    problems["extra"] = sorted(set(hyps) - known)
+    result = {
+        "num_items": len(targets),
+        "num_utts": len({t.utt_id for t in targets}),
+        "seen_tasks": sorted({t.task for t in targets if t.task_split == "train"}),
+        "unseen_tasks": sorted({t.task for t in targets if t.task_split == "heldout"}),
+        "overall": groups["overall"],
+        "prompt_generalization": groups["prompt_generalization"],
+        "instruction_following": _instruction_following(scores),
+        "task_generalization": {"seen_tasks": groups["seen_tasks"], "unseen_tasks": groups["unseen_tasks"]},
+        "per_task": groups["per_task"],
+        "counts": {k: len(v) for k, v in problems.items()} | {"cut": len(problems["cut"]) if gen_info else None},
+        "problem_ids": problems,
+        "llm": _groups(llm_scores, self_score=True),
+        "definitions": {
+            "rates": "percent",
+            "transcription_answer_tasks": list(TRANSCRIPTION_ANSWER_TASKS),
+            "transcription_max_wer": TRANSCRIPTION_MAX_WER,
+            "refusal_patterns": list(REFUSAL_PATTERNS),
+            "normalizer": "speechllm.text.normalizer.normalize_text",
+        },
+    }
+    return result, scores
+
+
+def per_item_lines(targets: Sequence[Target], scores: Sequence[ItemScore]) -> str:
+    """``per_item.jsonl``: per example its output, the LLM's answer, the reference and the judgement."""
+    lines = []
+    for t, s in zip(targets, scores):
+        flags = [k for k in ("missing", "empty", "looping", "cut", "refusal") if getattr(s, k)]
+        row = {"id": t.id, "task": t.task, "wording": t.wording, "hyp": s.hyp, "response": t.response,
+               "reference": t.reference, "transcript": t.transcript, "agrees": s.agrees, "correct": s.correct,
+               "wer": _percent(s.word_errors, s.ref_words) if s.is_transcription_task else None,
+               "if_eligible": s.if_eligible, "follows": s.follows, "flags": flags}
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# The readable summary
+# ----------------------------------------------------------------------------------------
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+
+
+def _task_rows(per_task: dict, self_score: bool = False) -> list[list[object]]:
+    rows = []
+    for task, g in per_task.items():
+        row = [task, "seen" if g["task_split"] == "train" else "unseen", g["num_items"], _pct(g["wer"])]
+        if not self_score:
+            row += [_pct(g["agreement"])]
+        row += [_pct(g["accuracy"])]
+        if not self_score:
+            row += [_pct(g["instruction_following"])]
+        row += [g["num_empty"], g["num_looping"], "-" if g["num_cut"] is None else g["num_cut"], g["num_refusal"]]
+        rows.append(row)
+    return rows
+
+
+def format_summary(result: dict) -> str:
+    """``summary.txt``: the benchmark's numbers as a reader wants them (all from ``result``)."""
+    pg, ifr, tg = result["prompt_generalization"], result["instruction_following"], result["task_generalization"]
+    out = [f"MTBI benchmark {result.get('data_set', '')}: {result['num_items']} examples of "
+           f"{result['num_utts']} utterances; seen tasks {', '.join(result['seen_tasks']) or '-'}; "
+           f"unseen tasks {', '.join(result['unseen_tasks']) or '-'}. Rates in percent.", "",
+           "Prompt generalization (seen tasks):"]
+    out += _table(["", "seen wordings", "unseen wordings"], [
+        ["WER, transcription tasks", _pct(pg["seen_wordings"]["wer"]), _pct(pg["unseen_wordings"]["wer"])],
+        ["agreement with the LLM, other tasks", _pct(pg["seen_wordings"]["agreement"]),
+         _pct(pg["unseen_wordings"]["agreement"])],
+    ])
+    out += ["", f"Instruction following: {_pct(ifr['rate'])} ({ifr['num_followed']} of {ifr['num_eligible']} "
+                f"eligible answers; {ifr['num_transcribed']} transcribed, {ifr['num_empty_or_missing']} empty or "
+                f"missing; {ifr['num_excluded']} excluded: the LLM's answer or the reference is a transcription); "
+                f"seen tasks {_pct(ifr['seen_tasks'])}, unseen tasks {_pct(ifr['unseen_tasks'])}", "",
+            "Task generalization:"]
+    out += _table(["", "seen tasks", "unseen tasks"], [
+        ["agreement with the LLM", _pct(tg["seen_tasks"]["agreement"]), _pct(tg["unseen_tasks"]["agreement"])],
+        ["accuracy (reference)", _pct(tg["seen_tasks"]["accuracy"]), _pct(tg["unseen_tasks"]["accuracy"])],
+    ])
+    out += ["", "Per task (WER: transcription tasks, against the transcript; accuracy: against the reference):"]
+    out += _table(["task", "tasks", "items", "WER", "agreement", "accuracy", "instr.follow", "empty", "looping",
+                   "cut", "refusal"], _task_rows(result["per_task"]))
+    c = result["counts"]
+    out += ["", f"Outputs: {c['missing']} missing, {c['empty']} empty, {c['looping']} looping, "
+                f"{'-' if c['cut'] is None else c['cut']} cut at the length bound, {c['refusal']} refusal-like, "
+                f"{c['extra']} without a target (not scored)", "",
+            "Text LLM on the transcripts, against the references (upper bound):"]
+    out += _table(["task", "tasks", "items", "WER", "accuracy", "empty", "looping", "cut", "refusal"],
+                  _task_rows(result["llm"]["per_task"], self_score=True))
+    llm = result["llm"]
+    out += [f"  overall accuracy {_pct(llm['overall']['accuracy'])} (seen tasks {_pct(llm['seen_tasks']['accuracy'])}, "
+            f"unseen tasks {_pct(llm['unseen_tasks']['accuracy'])}), transcription WER {_pct(llm['overall']['wer'])}"]
+    return "\n".join(out) + "\n"
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,101 @@
+"""End to end: every stage of the MTBI template (egs/TEMPLATE/mtbi1) from egs/mini_synth/mtbi1, on
+the tiny asr1 run of conftest.py (``asr_run``: data, features, ASR model) and a tiny random LLM, for
+two systems of the recipe's conf/systems.yaml with one epoch each; then a rerun that skips it all.
+
+All outputs go to a temporary directory, so the recipe directory stays clean. About a minute on
+2 CPU cores, after the asr1 fixture.
+"""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sllm_toys import make_tiny_llm
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "egs" / "mini_synth" / "mtbi1"
+# The speech LLM's encoder must be the tiny ASR model's (conftest.TINY_MODEL) to load its weights.
+TINY_SLLM = (
+    "--max_epoch 1 --batch_bins 4000 --num_workers 0 --keep_nbest_models 1 --scheduler_conf.warmup_steps 2 "
+    "--encoder_conf.output_size 32 --encoder_conf.linear_units 64 --encoder_conf.num_blocks 2 "
+    "--encoder_conf.attention_heads 2 --encoder_conf.interctc_layer_idx [1] --projector_conf.hidden_size 16 "
+    "--lora.r 2 --log_interval 5"
+)
+
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("espeak-ng", "festival", "bible", "sox")),
+    reason="needs the Debian packages of tools/install_debian_deps.sh (espeak-ng, festival, bible-kjv, sox)",
+)
+
+
+def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp_path):
+    asr_out, _, asr_proc = asr_run
+    assert asr_proc.returncode == 0, asr_proc.stderr[-2000:]
+    asr_exp = next((asr_out / "exp").glob("asr_*"))
+    llm = make_tiny_llm(tmp_path / "llm")
+    out = tmp_path / "mtbi"
+    cmd = [
+        "./mtbi.sh", "--nj", "1", "--inference_nj", "1",
+        "--data_dir", f"{asr_out}/data", "--feats_dir", f"{asr_out}/dump", "--feats_type", "fbank",
+        "--train_set", "train_sp", "--valid_set", "dev", "--test_sets", "test",
+        "--data_recipe", "the asr_run fixture", "--asr_exp", str(asr_exp),
+        "--asr_token_dir", f"{asr_out}/data/token_list/char40", "--encoder_init", f"{asr_exp}/valid.acc.ave.pt",
+        "--llm", str(llm), "--systems", "asr_only mtbi_il", "--sllm_args", TINY_SLLM,
+        "--train_per_utt", "2", "--eval_per_utt", "3",
+        "--targets_opts", "--max_new_tokens_base 3 --max_new_tokens_per_word 0 --batch_size 16",
+        "--inference_args", "--batch_size 4 --max_new_tokens_base 2",
+        "--mtbi_inference_args", "--batch_size 8 --max_new_tokens_base 2 --max_new_tokens_min continue=3",
+        "--expdir", f"{out}/exp", "--mtbi_dump", f"{out}/dump", "--results_md", f"{out}/RESULTS.md",
+    ]
+    proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    # Stage 2: the training set aligned (mtbi_il interleaves); stage 3: targets without leaks.
+    assert (out / "dump" / "align" / "train_sp" / "word_align").stat().st_size > 0
+    train_targets = [json.loads(line) for line in (out / "dump" / "targets" / "train_sp.jsonl").open()]
+    assert train_targets and all(t["wording_split"] == "train" for t in train_targets)
+    test_targets = [json.loads(line) for line in (out / "dump" / "targets" / "test.jsonl").open()]
+    assert len(test_targets) == 4 * 3
+
+    # Stage 4: one exp dir per system; the baseline without the mtbi block, mtbi_il with targets + words.
+    exp = out / "exp"
+    configs = {s: yaml.safe_load((exp / f"sllm_{s}" / "config.yaml").read_text()) for s in ("asr_only", "mtbi_il")}
+    assert configs["asr_only"]["mtbi"] is None
+    assert configs["mtbi_il"]["mtbi"]["interleave_prob"] == 0.5
+    assert configs["mtbi_il"]["mtbi"]["word_align"].endswith("align/train_sp/word_align")
+    assert {c["max_epoch"] for c in configs.values()} == {1}
+    assert "interleaving:" in (exp / "sllm_mtbi_il" / "train.log").read_text()
+
+    # Stages 5-7: WER rows of both systems and the MTBI table with both systems and the LLM row.
+    for s in ("asr_only", "mtbi_il"):
+        wer = next((exp / f"sllm_{s}").glob("decode_decode_sllm_*/test/score/result.json"))
+        assert json.loads(wer.read_text())["num_utts"] == 4
+        bench = next((exp / f"sllm_{s}").glob("decode_decode_mtbi_*/test/mtbi_score/result.json"))
+        assert json.loads(bench.read_text())["num_items"] == 12
+    results = (out / "RESULTS.md").read_text()
+    assert "sllm_asr_only/" in results and "sllm_mtbi_il/" in results  # the WER table
+    table = results[results.index("<!-- mtbi_table begin: MTBI benchmark: test -->"):]
+    for label in ("ASR-only baseline", "MTBI + interleaving", "text LLM (transcript as text)"):
+        assert f"| {label} |" in table, table
+
+    # A rerun skips every finished stage and says so.
+    again = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-4000:]
+    for skipped in ("word_align exists", "train_sp.jsonl is complete", "test.jsonl is complete",
+                    "sllm_asr_only/.done exists", "sllm_mtbi_il/.done exists", "mtbi_score/result.json is newer"):
+        assert skipped in again.stderr, skipped
+    assert "MTBI + interleaving" in (out / "RESULTS.md").read_text()
+
+
+def test_mtbi_template_names_the_recipe_to_run_when_inputs_are_missing(tmp_path):
+    cmd = ["./mtbi.sh", "--stop_stage", "1", "--data_dir", f"{tmp_path}/data", "--feats_dir", f"{tmp_path}/dump",
+           "--data_recipe", "../asr1", "--llm", f"{tmp_path}/no_llm", "--llm_recipe", "../sllm1 (stage 4)",
+           "--systems", "asr_only mtbi_il", "--expdir", f"{tmp_path}/exp"]
+    proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"no transcripts of train at {tmp_path}/dump/train/text (run ../asr1 first" in proc.stderr
+    assert "the systems mtbi_il interleave speech and text" in proc.stderr
+    assert "(run ../sllm1 (stage 4) first)" in proc.stderr
