@@ -203,3 +203,19 @@ def test_cli_rejects_an_id_in_two_hypothesis_files(files, capsys):
     assert mtbi_score.main(["--targets", str(targets), "--hyp", str(tmp_path / "text"), str(tmp_path / "text"),
                             "--out_dir", str(tmp_path / "o")]) == 1
     assert "also in an earlier file" in capsys.readouterr().err
+
+
+def test_an_answer_that_repeats_the_models_own_poor_transcription_is_not_following(tmp_path):
+    """A weak model transcribes u1 badly (WER > 50%) and gives that same text to a task prompt: far
+    from the true transcript, yet it is what the model does when transcribing, so it counts as
+    transcribed, not as following the instruction."""
+    poor = "in a begging got crated heave"  # 6 words against 10: WER > 50% against U1
+    lines = [line for line in target_lines() if line["id"] in ("u1|transcribe/1", "u1|count_words/1")]
+    targets = load_targets(write_jsonl(tmp_path / "t.jsonl", lines))
+    hyps = {"u1|transcribe/1": poor, "u1|count_words/1": poor}
+    assert not is_transcription(poor, U1)
+    result, _ = score_targets(targets, hyps)
+    ifr = result["instruction_following"]
+    assert (ifr["num_eligible"], ifr["num_followed"], ifr["num_transcribed"]) == (1, 0, 1)
+    result, _ = score_targets(targets, {"u1|transcribe/1": poor, "u1|count_words/1": "10"})
+    assert result["instruction_following"]["num_followed"] == 1

@@ -194,13 +194,17 @@ class ItemScore:
         return self.answer_task in TRANSCRIPTION_ANSWER_TASKS
 
 
-def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = False) -> ItemScore:
+def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = False,
+               own_transcriptions: Sequence[str] = ()) -> ItemScore:
     """Judge ``hyp`` (None: missing) for ``t``. ``self_score``: ``hyp`` is the LLM's own answer
     (no agreement, no instruction following).
 
     Instruction following: an example is *eligible* when its task is not a transcription task and
     neither the LLM's answer nor the reference is a transcription (:func:`is_transcription`); it
-    is *followed* when the output is non-empty and not a transcription.
+    is *followed* when the output is non-empty and a transcription neither of the transcript nor
+    of any of ``own_transcriptions`` (the model's own answers to the transcription prompts of the
+    same utterance): a model that transcribes badly must not count as following because its
+    transcript is far from the true one.
     """
     text = hyp or ""
     words = normalize_text(text).split()
@@ -216,7 +220,8 @@ def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = 
         agrees=same_answer(t.answer_task, text, t.response) if answer_task and not self_score else None,
         correct=is_correct(t.answer_task, text, t.reference) if answer_task and t.reference is not None else None,
         if_eligible=eligible,
-        follows=(bool(words) and not is_transcription(text, t.transcript)) if eligible else None,
+        follows=(bool(words) and not any(is_transcription(text, ref) for ref in (t.transcript, *own_transcriptions))
+                 if eligible else None),
     )
 
 
@@ -306,8 +311,13 @@ def score_targets(targets: Sequence[Target], hyps: dict[str, str],
     ``targets``; returns the ``result.json`` dict (without file names) and the per-example scores."""
     if not targets:
         raise ValueError("no targets to score")
-    scores = [score_item(t, hyps.get(t.id), None if gen_info is None else not gen_info.get(t.id, (0, True))[1])
-              for t in targets]
+    # The model's own transcriptions of each utterance (its answers to the transcription prompts).
+    own: dict[str, list[str]] = {}
+    for t in targets:
+        if t.is_transcription_task and hyps.get(t.id):
+            own.setdefault(t.utt_id, []).append(hyps[t.id])
+    scores = [score_item(t, hyps.get(t.id), None if gen_info is None else not gen_info.get(t.id, (0, True))[1],
+                         own_transcriptions=own.get(t.utt_id, ())) for t in targets]
     llm_scores = [score_item(t, t.response, not t.stopped, self_score=True) for t in targets]
     groups = _groups(scores)
     known = {t.id for t in targets}
