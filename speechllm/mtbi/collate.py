@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -52,6 +52,7 @@ from speechllm.llm.prompting import AUDIO_PLACEHOLDER, render_prompt_pieces, res
 from speechllm.llm.text_tasks import PLACEHOLDER, PromptSet, load_prompt_set
 from speechllm.mtbi.interleave import InterleaveConfig, interleave
 from speechllm.mtbi.targets import check_targets_file
+from speechllm.tasks.asr import _construct
 from speechllm.utils.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -91,12 +92,8 @@ class MTBIConfig:
 
     @classmethod
     def from_dict(cls, conf: Mapping[str, Any] | None) -> "MTBIConfig":
-        conf = dict(conf or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(conf) - known)
-        if unknown:
-            raise ConfigError(f"mtbi: unknown option(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**conf)
+        """From the YAML block (None: the defaults); unknown keys are a :class:`ConfigError`."""
+        return _construct(cls, "mtbi", conf)
 
 
 def load_imitation_targets(path: str | Path, prompts: PromptSet, tasks: Sequence[str] | None) -> dict[str, list[dict]]:

@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from speechllm.llm.prompting import AUDIO_PLACEHOLDER
 from speechllm.llm.text_tasks import PLACEHOLDER
+from speechllm.tasks.asr import _construct
 from speechllm.utils.config import ConfigError
 
 Span = tuple[int, int]
@@ -116,12 +117,7 @@ class InterleaveConfig:
     @classmethod
     def from_dict(cls, conf: Mapping[str, Any] | None) -> InterleaveConfig:
         """From a YAML mapping (None: the defaults); unknown keys are a :class:`ConfigError`."""
-        conf = dict(conf or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(conf) - known)
-        if unknown:
-            raise ConfigError(f"interleave: unknown option(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**conf)
+        return _construct(cls, "interleave", conf)
 
     def ratio_at(self, epoch: float) -> float:
         """The speech ratio in training epoch ``epoch`` (1-based, as the Trainer counts)."""
