@@ -78,3 +78,42 @@ def random_lm(vocab: int = VOCAB, seed: int = 7):
                          num_key_value_heads=1, intermediate_size=32, initializer_range=0.3,
                          bos_token_id=vocab - 1, eos_token_id=vocab - 1, pad_token_id=0)
     return LlamaForCausalLM(config).eval()
+
+
+def write_model_dir(model_dir, corpus_lines: list[str], config: dict, model_type: str = "char",
+                    vocab_size: int | None = None, seed: int = 0):
+    """A packed-style model dir from a random model of ``config``: the tokenizer trained on
+    ``corpus_lines`` (tokens.txt, tokenizer.model), config.yaml and model.pt. Returns the
+    sentencepiece model path and the token list path."""
+    from pathlib import Path
+
+    import yaml
+
+    from speechllm.text.tokenizer import read_token_list, train_tokenizer
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    corpus = model_dir.parent / f"{model_dir.name}_corpus.txt"
+    corpus.write_text("".join(line + "\n" for line in corpus_lines))
+    spm_model, tokens = train_tokenizer(corpus, model_dir, model_type=model_type, vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    model = build_model(config, len(read_token_list(tokens)))
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save({"model": model.state_dict(), "epoch": 1}, model_dir / "model.pt")
+    return spm_model, tokens
+
+
+def write_feats_dir(data_dir, frames: dict[str, int], dim: int = INPUT_SIZE, seed: int = 0):
+    """A data dir with random features (feats.ark/feats.scp) of ``frames[utt]`` frames each."""
+    from pathlib import Path
+
+    import kaldiio
+    import numpy as np
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with kaldiio.WriteHelper(f"ark,scp:{data_dir / 'feats.ark'},{data_dir / 'feats.scp'}") as w:
+        for utt, n in frames.items():
+            w(utt, rng.standard_normal((n, dim)).astype(np.float32))
+    return data_dir

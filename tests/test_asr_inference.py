@@ -1,16 +1,13 @@
 """asr_inference CLI: job shares, text/nbest output formats, modes, config handling."""
 from pathlib import Path
 
-import kaldiio
-import numpy as np
 import pytest
 import torch
 import yaml
 
-from asr_toys import INPUT_SIZE, tiny_config
+from asr_toys import tiny_config, write_feats_dir, write_model_dir
 from speechllm.bin.asr_inference import main
-from speechllm.tasks.asr import build_model
-from speechllm.text.tokenizer import read_token_list, train_tokenizer
+from speechllm.text.tokenizer import train_tokenizer
 
 UTTS = {"u1": 60, "u2": 35, "u3": 80, "u4": 20, "u5": 47, "u6": 5}  # u6: too short for 4x subsampling
 
@@ -19,21 +16,8 @@ UTTS = {"u1": 60, "u2": 35, "u3": 80, "u4": 20, "u5": 47, "u6": 5}  # u6: too sh
 def setup(tmp_path_factory):
     """A packed-style model dir (config.yaml, model.pt, tokens.txt, tokenizer.model) and a feats dir."""
     root = tmp_path_factory.mktemp("asr_inference")
-    corpus = root / "corpus.txt"
-    corpus.write_text("hello world\nspeech recognition\nfox and dog\n")
-    spm_model, tokens = train_tokenizer(corpus, root / "model", model_type="char", vocab_size=None)
-    config = tiny_config()
-    torch.manual_seed(0)
-    model = build_model(config, len(read_token_list(tokens)))
-    (root / "model" / "config.yaml").write_text(yaml.safe_dump(config))
-    torch.save({"model": model.state_dict(), "epoch": 1}, root / "model" / "model.pt")
-    data = root / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    with kaldiio.WriteHelper(f"ark,scp:{data / 'feats.ark'},{data / 'feats.scp'}") as w:
-        for utt, n in UTTS.items():
-            w(utt, rng.standard_normal((n, INPUT_SIZE)).astype(np.float32))
-    return root / "model", data
+    write_model_dir(root / "model", ["hello world", "speech recognition", "fox and dog"], tiny_config())
+    return root / "model", write_feats_dir(root / "data", UTTS)
 
 
 def read_lines(path: Path) -> list[str]:

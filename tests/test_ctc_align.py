@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import math
 
-import kaldiio
-import numpy as np
 import pytest
 import torch
-import yaml
 
-from asr_toys import INPUT_SIZE, tiny_config
+from asr_toys import tiny_config, write_feats_dir, write_model_dir
 from speechllm.align import (ALIGNERS, AlignmentError, CTCAligner, WordTime, align_words, read_ctm, word_token_ids,
                              write_ctm)
 from speechllm.align.ctc_align import min_ctc_frames, token_frame_spans
 from speechllm.bin.align_words import main
 from speechllm.data.datadir import DataDirError
-from speechllm.tasks.asr import build_model
-from speechllm.text.tokenizer import Tokenizer, read_token_list, train_tokenizer
+from speechllm.text.tokenizer import Tokenizer
 
 SHIFT = 0.04
 V = 6  # 0 <blank>, tokens 1..5
@@ -135,20 +131,9 @@ FRAMES = {"u1": 120, "u2": 80, "u3": 90, "u4": 24, "u5": 60, "u7": 50}  # u4: 5 
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("align_words")
-    corpus = root / "corpus.txt"
-    corpus.write_text("".join(t + "\n" for t in TEXTS.values()) * 3)
-    spm_model, tokens = train_tokenizer(corpus, root / "model", model_type="bpe", vocab_size=40)
-    config = tiny_config(ctc_weight=1.0)
-    torch.manual_seed(0)
-    model = build_model(config, len(read_token_list(tokens)))
-    (root / "model" / "config.yaml").write_text(yaml.safe_dump(config))
-    torch.save({"model": model.state_dict(), "epoch": 1}, root / "model" / "model.pt")
-    data = root / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    with kaldiio.WriteHelper(f"ark,scp:{data / 'feats.ark'},{data / 'feats.scp'}") as w:
-        for utt, n in FRAMES.items():
-            w(utt, rng.standard_normal((n, INPUT_SIZE)).astype(np.float32))
+    spm_model, tokens = write_model_dir(root / "model", list(TEXTS.values()) * 3, tiny_config(ctc_weight=1.0),
+                                        model_type="bpe", vocab_size=40)
+    data = write_feats_dir(root / "data", FRAMES)
     (data / "text").write_text("".join(f"{u} {t}".rstrip() + "\n" for u, t in sorted(TEXTS.items())))
     return root / "model", data, Tokenizer(spm_model, tokens)
 

@@ -6,13 +6,11 @@ import json
 import random
 from pathlib import Path
 
-import kaldiio
-import numpy as np
 import pytest
 import torch
 import yaml
 
-from asr_toys import INPUT_SIZE, tiny_config
+from asr_toys import INPUT_SIZE, tiny_config, write_feats_dir, write_model_dir
 from sllm_toys import make_tiny_llm, tiny_speech_llm
 from speechllm.align import WordTime
 from speechllm.bin import align_words, mtbi_make_targets, mtbi_score, sllm_inference, train
@@ -22,8 +20,6 @@ from speechllm.llm.text_tasks import load_prompt_set
 from speechllm.models.speech_llm import kl_divergence
 from speechllm.mtbi.collate import MTBICollate, MTBIConfig, load_imitation_targets
 from speechllm.mtbi.interleave import InterleaveConfig
-from speechllm.tasks.asr import build_model as build_asr_model
-from speechllm.text.tokenizer import train_tokenizer
 from speechllm.utils.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,28 +172,16 @@ TEXTS = ["in the beginning god created the heaven and the earth", "and god said 
 
 
 def _data_dir(path: Path, utts: dict[str, str], seed: int) -> Path:
-    path.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    with kaldiio.WriteHelper(f"ark,scp:{path / 'feats.ark'},{path / 'feats.scp'}") as w:
-        for utt, text in sorted(utts.items()):
-            w(utt, rng.standard_normal((8 * len(text) + 20, INPUT_SIZE)).astype(np.float32))
+    write_feats_dir(path, {u: 8 * len(t) + 20 for u, t in sorted(utts.items())}, seed=seed)
     (path / "text").write_text("".join(f"{u} {t}\n" for u, t in sorted(utts.items())))
     return path
 
 
 def test_align_targets_train_decode_score_chain(tmp_path, llm_dir, capfd):
     # The ASR model whose CTC head aligns the words and whose encoder the speech LLM reuses.
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(t + "\n" for t in TEXTS) * 3)
     asr_dir = tmp_path / "asr"
-    spm, tokens = train_tokenizer(corpus, asr_dir, model_type="char")
-    from speechllm.text.tokenizer import read_token_list
-
     asr_config = tiny_config()
-    torch.manual_seed(0)
-    asr = build_asr_model(asr_config, len(read_token_list(tokens)))
-    (asr_dir / "config.yaml").write_text(yaml.safe_dump(asr_config))
-    torch.save({"model": asr.state_dict(), "epoch": 1}, asr_dir / "model.pt")
+    write_model_dir(asr_dir, TEXTS * 3, asr_config, model_type="char", vocab_size=500)
     train_dir = _data_dir(tmp_path / "train", {f"tr{i}": t for i, t in enumerate(TEXTS)}, 0)
     test_dir = _data_dir(tmp_path / "test", {f"te{i}": t for i, t in enumerate(TEXTS[:3])}, 1)
     assert align_words.main(["--model_dir", str(asr_dir), "--data_dir", str(train_dir)]) == 0
