@@ -2,7 +2,8 @@
 
 Measures, on egs/mini_synth/asr1 (its conf/train.yaml model, its dumped features and token list):
   * training throughput: seconds of input audio per wall-clock second over real batches
-    (data loading, forward, backward, optimizer step), and peak memory;
+    (data loading, forward, backward, optimizer step), and peak memory, in fp32 and with each
+    autocast dtype of --amp_dtypes the device supports (bf16 on the CPU, as the Trainer does);
   * decoding real-time factor (decode seconds / audio seconds) for greedy CTC and for the batched
     joint CTC/attention beam search at several batch sizes, and peak memory.
 Results go to bench/results/<name>.json and .md with a description of the machine.
@@ -35,6 +36,7 @@ from speechllm.data.sampler import BucketBatchSampler
 from speechllm.tasks.asr import build_model
 from speechllm.text.tokenizer import Tokenizer
 from speechllm.train.checkpoint import load_model_state_dict
+from speechllm.train.trainer import AMP_DTYPES, amp_enabled
 from speechllm.utils.config import atomic_write_text, load_yaml
 from speechllm.utils.git import git_commit
 from speechllm.utils.logging_utils import setup_logging
@@ -80,8 +82,11 @@ def ensure_recipe_data(recipe: Path) -> None:
     subprocess.run(["./run.sh", "--stop_stage", "5"], cwd=recipe, check=True)
 
 
-def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device: str) -> dict:
-    """Throughput of real training steps over length-bucketed batches of the recipe's train set."""
+def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device: str, amp_dtype: str = "none") -> dict:
+    """Throughput of real training steps over length-bucketed batches of the recipe's train set,
+    under autocast to ``amp_dtype`` (a key of the Trainer's ``AMP_DTYPES``) as the Trainer would."""
+    dtype = AMP_DTYPES[amp_dtype]
+    use_amp = amp_enabled(dtype, torch.device(device))
     sampler = BucketBatchSampler(dataset.lengths, batch_bins=int(config["batch_bins"]), shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_asr, num_workers=int(config.get("num_workers", 0)))
     optim = torch.optim.Adam(model.parameters(), lr=float(config["optim_conf"]["lr"]))
@@ -98,7 +103,8 @@ def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device:
             it = iter(loader)
             batch = next(it)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        loss, _ = model(batch)
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=use_amp):
+            loss, _ = model(batch)
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -108,7 +114,7 @@ def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    return {"steps": timed_steps, "batch_bins": int(config["batch_bins"]), "audio_s": round(audio_s, 1),
+    return {"amp_dtype": amp_dtype, "steps": timed_steps, "batch_bins": int(config["batch_bins"]), "audio_s": round(audio_s, 1),
             "wall_s": round(wall, 2), "audio_s_per_wall_s": round(audio_s / wall, 1),
             "peak_memory_mb": round(peak_memory_mb(device))}
 
@@ -133,16 +139,19 @@ def bench_decoding(model, feats: dict, utts: list[str], lengths: dict, mode: str
 
 def to_markdown(report: dict) -> str:
     """A human-readable copy of the report."""
-    m, t = report["machine"], report["training"]
+    m = report["machine"]
     lines = [f"# ASR benchmark: {report['recipe']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, device {m['device']}"
              + (f" ({m['gpu']})" if "gpu" in m else "") + f", torch {m['torch']} ({m['torch_threads']} threads)",
              f"Commit {m['commit']}, {m['date']}. Command: `{report['command']}`", "",
              f"Model: {report['model']}", "",
              "## Training", "",
-             "| steps | batch_bins | audio s | wall s | audio s / wall s | peak memory MB |", "|---|---|---|---|---|---|",
-             f"| {t['steps']} | {t['batch_bins']} | {t['audio_s']} | {t['wall_s']} | {t['audio_s_per_wall_s']} | {t['peak_memory_mb']} |",
-             "", "## Decoding", "",
+             "| autocast | steps | batch_bins | audio s | wall s | audio s / wall s | peak memory MB |",
+             "|---|---|---|---|---|---|---|"]
+    for t in report["training"]:
+        lines.append(f"| {t['amp_dtype']} | {t['steps']} | {t['batch_bins']} | {t['audio_s']} | {t['wall_s']} "
+                     f"| {t['audio_s_per_wall_s']} | {t['peak_memory_mb']} |")
+    lines += ["", "## Decoding", "",
              "| mode | beam | batch size | utts | audio s | wall s | RTF | peak memory MB |", "|---|---|---|---|---|---|---|---|"]
     for d in report["decoding"]:
         lines.append(f"| {d['mode']} | {d['beam_size'] or '-'} | {d['batch_size']} | {d['utts']} | {d['audio_s']} "
@@ -156,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", type=Path, default=ROOT / "egs/mini_synth/asr1")
     p.add_argument("--exp", default="exp/asr_train_bpe200", help="experiment dir inside the recipe")
     p.add_argument("--train_steps", type=int, default=20)
+    p.add_argument("--amp_dtypes", nargs="+", default=["none", "bf16", "fp16"], choices=sorted(AMP_DTYPES),
+                   help="training autocast dtypes to time; those the device cannot autocast to are left out")
     p.add_argument("--decode_utts", type=int, default=48, help="test utterances decoded per setting")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--beam_size", type=int, default=8)
@@ -172,14 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     cmvn = recipe / "dump/fbank/train/cmvn.json"
     torch.manual_seed(0)
     model = build_model(config, tokenizer.vocab_size, cmvn_stats_path=cmvn).to(args.device)
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     n_params = sum(q.numel() for q in model.parameters()) / 1e6
 
     cwd = os.getcwd()
     os.chdir(recipe)  # feats.scp holds paths relative to the recipe
     try:
         train_set = ASRDataset(recipe / "dump/fbank/train", tokenizer)
-        log.info("training: %d steps", args.train_steps)
-        training = bench_training(model, config, train_set, args.train_steps, args.device)
+        training = []
+        for amp_dtype in args.amp_dtypes:
+            if amp_dtype != "none" and not amp_enabled(AMP_DTYPES[amp_dtype], torch.device(args.device)):
+                log.info("training with %s autocast: not on %s, left out", amp_dtype, args.device)
+                continue
+            log.info("training: %d steps, autocast %s", args.train_steps, amp_dtype)
+            model.load_state_dict(initial_state)  # every setting starts from the same weights
+            training.append(bench_training(model, config, train_set, args.train_steps, args.device, amp_dtype))
 
         ckpt = recipe / args.exp / "valid.acc.ave.pt"
         if ckpt.exists():

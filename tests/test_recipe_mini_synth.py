@@ -61,7 +61,7 @@ def test_lm_stage_and_decoding_with_shallow_fusion(asr_run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "data" / "local" / "lm_train.txt").is_file()  # the default LM text, made by local/data.sh
     lm_cmd = cmd + ["--stage", "5", "--stop_stage", "8", "--use_lm", "true", "--lm_args", TINY_UNIT_LM,
-                    "--lm_train_text", f"{out}/data/train/text"]
+                    "--lm_train_text", f"{out}/data/train/text", "--lm_tune_set", "dev", "--lm_tune_grid", "0.3:0.2 0.5:0.6"]
     run = subprocess.run(lm_cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     lm_exp = out / "exp" / "lm_train_lm_char40"
@@ -76,6 +76,15 @@ def test_lm_stage_and_decoding_with_shallow_fusion(asr_run):
     assert yaml.safe_load((dec / "decode_config.yaml").read_text())["lm_weight"] == 0.5
     rows = [line for line in (out / "RESULTS.md").read_text().splitlines() if line.startswith("| test |")]
     assert len(rows) == 2 and sum("lm_weight: 0.5" in r and "lm_train_lm_char40" in r for r in rows) == 1
+    # --lm_tune_set dev: one dev decoding per grid pair, the pair's weights after the config's
+    tune = asr_exp / "decode_decode_lm_train_lm_char40_valid.acc.ave_tune_ctc0.5_lm0.6" / "dev"
+    resolved = yaml.safe_load((tune / "decode_config.yaml").read_text())
+    assert (resolved["ctc_weight"], resolved["lm_weight"]) == (0.5, 0.6)
+    dev_rows = [line for line in (out / "RESULTS.md").read_text().splitlines() if line.startswith("| dev |")]
+    assert len(dev_rows) == 2 and sum("--ctc_weight 0.3 --lm_weight 0.2" in r for r in dev_rows) == 1
+    bad = subprocess.run(lm_cmd + ["--stage", "7", "--lm_tune_set", "test"], cwd=RECIPE, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and "--lm_tune_set test is a test set" in bad.stderr
     again = subprocess.run(lm_cmd + ["--stop_stage", "5"], cwd=RECIPE, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0 and f"skip: {lm_exp}/.done exists" in again.stderr

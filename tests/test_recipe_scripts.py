@@ -53,6 +53,8 @@ def test_run_stage_times_stages_that_work_and_not_those_that_only_skip(tmp_path)
     rows = [line.split("\t") for line in (tmp_path / "times.tsv").read_text().splitlines()]
     assert [(r[0], r[1], r[4]) for r in rows] == [("1", "work", "./run.sh --x 1"), ("3", "mixed", "./run.sh --x 1")]
     assert all(int(r[2]) >= 2 for r in rows)
+    # the mixed stage skipped part of its work: its time adds to the earlier run's (results.stage_time_lines)
+    assert len(rows[0]) == 5 and rows[1][5:] == ["partial"]
     assert "stage 2: done had nothing to do" in out.stderr
 
 

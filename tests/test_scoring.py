@@ -186,3 +186,42 @@ def test_stage_times_keep_the_latest_run_and_name_the_commands(tmp_path):
                         "`./run.sh --use_lm true` (stages 5b); `./run.sh --stage 7` (stages 7)")
     tsv.write_text("1\tdata\t60\tx\t./run.sh\n6\ttrain\t900\tx\t./run.sh\n")
     assert len(stage_time_lines(tsv)) == 1  # one invocation: the Command line of the header says it
+
+
+def test_a_partial_stage_run_adds_to_the_earlier_time(tmp_path):
+    """A rerun that skipped the systems trained before and trained one more adds its time."""
+    from speechllm.scoring.results import stage_time_lines
+
+    tsv = tmp_path / "stage_times.tsv"
+    tsv.write_text("4\ttrain\t3000\tx\t./run.sh\n5\tdecode\t100\tx\t./run.sh\n"
+                   "4\ttrain\t900\tx\t./run.sh --systems 'a b'\tpartial\n"
+                   "5\tdecode\t40\tx\t./run.sh --systems 'a b'\n")   # decoding redone whole
+    total, commands = stage_time_lines(tsv)
+    assert total == "Total run time: 65.7 min (3940 s); per stage: 4 train 3900 s, 5 decode 40 s"
+    assert commands == ("Stage times from several invocations: `./run.sh` (stages 4); "
+                        "`./run.sh --systems 'a b'` (stages 4 5)")
+
+
+def test_per_speaker_wer_from_the_data_dirs_utt2spk(tmp_path):
+    """u1, u2 by spkA (8 reference words, 3 errors), u3, u4 by spkB; u9 has no utt2spk line."""
+    refs = {k: r for k, (r, _) in PAIRS.items()} | {"u9": "one two"}
+    _write_text(tmp_path / "data" / "test" / "text", refs)
+    _write_text(tmp_path / "data" / "test" / "utt2spk", {"u1": "spkA", "u2": "spkA", "u3": "spkB", "u4": "spkB"})
+    _write_text(tmp_path / "hyp" / "text", {k: h for k, (_, h) in PAIRS.items()} | {"u9": "one two"})
+    result = score_dir(tmp_path / "data" / "test" / "text", tmp_path / "hyp" / "text", tmp_path / "score")
+    spk = result["per_speaker"]
+    assert list(spk) == ["(no speaker)", "spkA", "spkB"]
+    expected_a = jiwer.process_words([normalize_text(PAIRS[u][0]) for u in ("u1", "u2")],
+                                     [normalize_text(PAIRS[u][1]) for u in ("u1", "u2")])
+    assert spk["spkA"]["wer"] == pytest.approx(100 * expected_a.wer) and spk["spkA"]["num_utts"] == 2
+    assert spk["spkA"]["word_errors"] == 3 and spk["spkA"]["num_ref_words"] == 8
+    expected_b = jiwer.process_characters([normalize_text(PAIRS[u][0]) for u in ("u3", "u4")],
+                                          [normalize_text(PAIRS[u][1]) for u in ("u3", "u4")])
+    assert spk["spkB"]["cer"] == pytest.approx(100 * expected_b.cer)
+    assert spk["(no speaker)"] == {"wer": 0.0, "cer": 0.0, "num_utts": 1, "num_ref_words": 2, "word_errors": 0}
+    # the per-speaker errors add up to the set's
+    assert sum(v["word_errors"] for v in spk.values()) == result["word_errors"]
+    assert "speaker spkA (2 utterances)" in (tmp_path / "score" / "result.txt").read_text()
+    # RESULTS.md notes the per-speaker WER of a set with a few speakers
+    text = write_results_md(collect_rows(tmp_path), tmp_path / "R.md")
+    assert f"WER per speaker (no speaker) 0.00, spkA {spk['spkA']['wer']:.2f}, spkB {spk['spkB']['wer']:.2f}" in text

@@ -38,9 +38,10 @@ COLUMNS = (
     ("commit", "commit"),
 )
 MISSING = "-"
+MAX_SPEAKER_NOTES = 8  # sets with 2..8 speakers (e.g. held-out test voices) get a per-speaker WER note
 
 
-def _cell(value: object) -> str:
+def table_cell(value: object) -> str:
     """One table cell: floats with 2 decimals, ``-`` for absent, pipes escaped."""
     if value is None or value == "":
         return MISSING
@@ -96,6 +97,7 @@ def row_from_files(result_json: str | os.PathLike, exp_dir: str | os.PathLike | 
         "num_empty_hyp": result.get("num_empty_hyp"),
         "num_looping_hyp": result.get("num_looping_hyp"),
         "num_truncated_hyp": result.get("num_truncated_hyp"),
+        "per_speaker": result.get("per_speaker"),
         "source": str(result_json),
     }
 
@@ -109,27 +111,35 @@ def collect_rows(exp_dir: str | os.PathLike) -> list[dict]:
 
 
 def stage_time_lines(stage_times_tsv: str | os.PathLike) -> list[str]:
-    """Header lines from the template's ``stage_times.tsv`` (``stage name seconds date [command]``;
-    stages ``1``, ``3b``, ``5b``, ...).
+    """Header lines from the template's ``stage_times.tsv`` (``stage name seconds date [command
+    [partial]]``; stages ``1``, ``3b``, ``5b``, ...).
 
-    A stage run more than once counts with its latest time; the total is their sum. When the
-    latest times come from more than one invocation, a second line names each command and the
-    stages it contributed (rows written before commands were recorded show as "not recorded").
+    A stage run again replaces its earlier time, unless the row says ``partial``: that run found
+    part of the work done (it logged ``skip:``, e.g. the systems trained before) and did the rest,
+    so its time adds to the earlier one. The total is the sum over stages. When the times come
+    from more than one invocation, a second line names each command and the stages it contributed
+    (rows written before commands were recorded show as "not recorded").
     """
-    latest: dict[tuple[int, str, str], tuple[int, str]] = {}
+    latest: dict[tuple[int, str, str], tuple[int, list[str]]] = {}
     for line in Path(stage_times_tsv).read_text(encoding="utf-8").splitlines():
         parts = line.split("\t")
         m = re.fullmatch(r"(\d+)([a-z]*)", parts[0])
         if len(parts) >= 3 and m:
-            latest[(int(m[1]), m[2], parts[1])] = (int(float(parts[2])), parts[4] if len(parts) >= 5 else "")
+            key, sec, cmd = (int(m[1]), m[2], parts[1]), int(float(parts[2])), parts[4] if len(parts) >= 5 else ""
+            if len(parts) >= 6 and parts[5] == "partial" and key in latest:
+                before, cmds = latest[key]
+                latest[key] = (before + sec, cmds + [cmd] if cmd not in cmds else cmds)
+            else:
+                latest[key] = (sec, [cmd])
     if not latest:
         return []
     total = sum(sec for sec, _ in latest.values())
     per_stage = ", ".join(f"{n}{sub} {name} {sec} s" for (n, sub, name), (sec, _) in sorted(latest.items()))
     lines = [f"Total run time: {total / 60:.1f} min ({total} s); per stage: {per_stage}"]
     by_command: dict[str, list[str]] = {}
-    for (n, sub, _), (_, cmd) in sorted(latest.items()):
-        by_command.setdefault(cmd, []).append(f"{n}{sub}")
+    for (n, sub, _), (_, cmds) in sorted(latest.items()):
+        for cmd in cmds:
+            by_command.setdefault(cmd, []).append(f"{n}{sub}")
     if len(by_command) > 1:
         lines.append("Stage times from several invocations: " + "; ".join(
             f"{f'`{cmd}`' if cmd else 'command not recorded'} (stages {' '.join(stages)})"
@@ -145,7 +155,8 @@ def write_results_md(rows: Iterable[Mapping], path: str | os.PathLike, title: st
         rows: dicts with the keys of :data:`COLUMNS` (``data_set``, ``model``, ``config``,
             ``wer``, ``cer``, ``num_utts``, ``decoding``, ``commit``), e.g. from
             :func:`collect_rows`; absent keys print ``-``. Optional ``num_missing_hyp``,
-            ``num_empty_hyp``, ``num_looping_hyp`` add a note line per row when non-zero.
+            ``num_empty_hyp``, ``num_looping_hyp`` add a note line per row when non-zero, and
+            ``per_speaker`` (2 to ``MAX_SPEAKER_NOTES`` speakers) the WER of each speaker.
         title: the ``#`` heading.
         header_lines: free lines (run time, machine, corpus) listed above the table.
     """
@@ -157,20 +168,29 @@ def write_results_md(rows: Iterable[Mapping], path: str | os.PathLike, title: st
     out.append("| " + " | ".join(h for h, _ in COLUMNS) + " |")
     out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
     for row in rows:
-        out.append("| " + " | ".join(_cell(row.get(key)) for _, key in COLUMNS) + " |")
+        out.append("| " + " | ".join(table_cell(row.get(key)) for _, key in COLUMNS) + " |")
     if not rows:
         out.append("")
         out.append("No scored decodings found.")
     notes = []
-    for row in rows:
+    # Rows of one data set and model (e.g. decoded with and without an LM) are told apart in the
+    # notes by their decode directory.
+    keys = [(table_cell(r.get("data_set")), table_cell(r.get("model"))) for r in rows]
+    for row, key in zip(rows, keys):
         parts = [f"{row.get(k)} {what}" for k, what in (
             ("num_missing_hyp", "missing hypotheses (scored as deletions)"),
             ("num_empty_hyp", "empty hypotheses"),
             ("num_looping_hyp", "looping hypotheses"),
             ("num_truncated_hyp", "hypotheses cut at the length bound"),
         ) if row.get(k)]
+        speakers = row.get("per_speaker") or {}
+        if 1 < len(speakers) <= MAX_SPEAKER_NOTES:
+            parts.append("WER per speaker " + ", ".join(f"{spk} {table_cell(v.get('wer'))}" for spk, v in speakers.items()))
         if parts:
-            notes.append(f"- {_cell(row.get('data_set'))} / {_cell(row.get('model'))}: " + ", ".join(parts))
+            label = f"{key[0]} / {key[1]}"
+            if keys.count(key) > 1 and row.get("source"):
+                label += f" ({Path(row['source']).parents[2].name})"
+            notes.append(f"- {label}: " + ", ".join(parts))
     if notes:
         out += ["", "Notes:"] + notes
     out += ["", "WER/CER in percent, after `speechllm.text.normalizer.normalize_text` "

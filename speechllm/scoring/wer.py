@@ -22,7 +22,7 @@ from pathlib import Path
 
 import jiwer
 
-from speechllm.data.datadir import DataDirError, read_text
+from speechllm.data.datadir import DataDirError, read_text, read_utt2spk
 from speechllm.text.normalizer import normalize_text
 from speechllm.utils.config import atomic_write_text
 from speechllm.utils.git import git_commit
@@ -196,7 +196,33 @@ def format_summary(result: dict) -> str:
         f"{result['num_extra_hyp']} without reference (not scored)"
         + (f", {result['num_truncated_hyp']} cut at the length bound" if "num_truncated_hyp" in result else "")
         + "\n"
+        + "".join(f"%WER {pct(v['wer'])} [ {v['word_errors']} / {v['num_ref_words']} ] %CER {pct(v['cer'])} "
+                  f"speaker {spk} ({v['num_utts']} utterances)\n"
+                  for spk, v in result.get("per_speaker", {}).items())
     )
+
+
+NO_SPEAKER = "(no speaker)"
+
+
+def per_speaker_scores(refs: dict[str, str], per_utt: list[UttScore], utt2spk: dict[str, str]) -> dict[str, dict]:
+    """WER/CER per speaker ``{spk: {wer, cer, num_utts, num_ref_words, word_errors}}``, speakers
+    sorted; utterances that ``utt2spk`` lacks are pooled under :data:`NO_SPEAKER`."""
+    groups: dict[str, list[UttScore]] = {}
+    for s in per_utt:
+        groups.setdefault(utt2spk.get(s.utt_id, NO_SPEAKER), []).append(s)
+    out = {}
+    for spk in sorted(groups):
+        utts = groups[spk]
+        ref_words = sum(len(s.ref) for s in utts)
+        errors = sum(s.num_errors for s in utts)
+        chars = jiwer.process_characters([normalize_text(refs[s.utt_id]) for s in utts],
+                                         [" ".join(s.hyp) for s in utts])
+        char_ref = chars.hits + chars.substitutions + chars.deletions
+        out[spk] = {"wer": _percent(errors, ref_words),
+                    "cer": _percent(chars.substitutions + chars.deletions + chars.insertions, char_ref),
+                    "num_utts": len(utts), "num_ref_words": ref_words, "word_errors": errors}
+    return out
 
 
 def read_gen_info(path: str | os.PathLike) -> dict[str, tuple[int, bool]]:
@@ -226,6 +252,9 @@ def score_dir(ref_text_path: str | os.PathLike, hyp_text_path: str | os.PathLike
         gen_info_path: optional :func:`read_gen_info` file of a generative decoder; adds the
             count (and ids) of outputs cut at the length bound (``num_truncated_hyp``).
 
+    When the reference's data dir has an ``utt2spk``, ``result.json`` also holds ``per_speaker``
+    (:func:`per_speaker_scores`) and ``result.txt`` a line per speaker.
+
     Returns:
         The dict written to ``result.json``.
 
@@ -241,6 +270,9 @@ def score_dir(ref_text_path: str | os.PathLike, hyp_text_path: str | os.PathLike
         truncated = sorted(u for u, (_, stopped) in info.items() if not stopped and u in refs)
         result["num_truncated_hyp"] = len(truncated)
         result["truncated_hyp_utts"] = truncated
+    utt2spk_path = ref_text_path.parent / "utt2spk"
+    if utt2spk_path.is_file():
+        result["per_speaker"] = per_speaker_scores(refs, per_utt, read_utt2spk(utt2spk_path))
     result = {
         "data_set": ref_text_path.parent.name,
         "ref": str(ref_text_path),

@@ -11,7 +11,7 @@ whose lengths (and ``feats_lens``) are in finer units says how many make one fra
 ``.length_per_bin`` (raw 16 kHz audio: 160 samples per 10 ms).
 
 What one ``Trainer.run()`` does, per epoch: train over a :class:`BucketBatchSampler` (gradient
-accumulation, clipping, AMP on CUDA, skip of non-finite losses), validate, save
+accumulation, clipping, AMP (bf16/fp16 on CUDA, bf16 on the CPU), skip of non-finite losses), validate, save
 ``checkpoints/epoch{N}.pt`` and keep the N best, save ``checkpoints/last.pt`` (the full state),
 update TensorBoard and ``images/*.png``. At the end it writes the average of the N best.
 
@@ -84,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "optim_conf": {"lr": 1.0e-3},
     "scheduler": "constant",
     "scheduler_conf": {},
-    "amp_dtype": "none",  # bf16 | fp16 | none; only used on CUDA
+    "amp_dtype": "none",  # bf16 | fp16 | none; on the CPU only bf16 (fp16 is ignored there)
     "ngpu": 0,  # 0: CPU; > 0: one CUDA device per process (cuda:LOCAL_RANK)
     "seed": 0,
     "keep_nbest_models": 5,
@@ -99,6 +99,25 @@ DEFAULTS: dict[str, Any] = {
     # inside the model (their class comes from its _no_split_modules) when it does not fit one device.
     "distributed_strategy": "ddp",
 }
+
+
+def amp_enabled(dtype: torch.dtype | None, device: torch.device) -> bool:
+    """Whether to autocast to ``dtype`` on ``device``: any AMP dtype on CUDA, bf16 on the CPU.
+
+    CPU bf16 autocast pays off where the CPU has bf16 instructions (AVX512-BF16 or AMX): the
+    mini_synth Conformer trains ~1.45x faster that way on an AVX512-BF16 EPYC. Elsewhere it
+    still works but is emulated, so it is allowed with a warning. fp16 on the CPU is ignored.
+    """
+    if dtype is None:
+        return False
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return False
+    native = [getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not any(native):
+        logger.warning("amp_dtype=bf16 on a CPU without bf16 instructions: emulated, likely slower than fp32")
+    return True
 
 
 class NonFiniteLossError(RuntimeError):
@@ -295,9 +314,9 @@ class Trainer:
         )
 
         self.amp_dtype = AMP_DTYPES[c["amp_dtype"]]
-        self.use_amp = self.amp_dtype is not None and self.device.type == "cuda"
+        self.use_amp = amp_enabled(self.amp_dtype, self.device)
         if self.amp_dtype is not None and not self.use_amp:
-            logger.info("amp_dtype=%s ignored: AMP is only used on CUDA", c["amp_dtype"])
+            logger.info("amp_dtype=%s ignored on %s: the CPU autocasts to bf16 only", c["amp_dtype"], self.device)
         # Loss scaling only for fp16; bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and c["amp_dtype"] == "fp16")
 

@@ -14,7 +14,9 @@
 # With --use_lm true, stage 5b trains a causal LM (--lm_config) over the ASR's tokens on
 # --lm_train_text, and stages 7-8 decode and score every test set twice: without the LM
 # (--inference_config) and with shallow fusion (--lm_inference_config, which sets lm_weight); the
-# decoding settings in RESULTS.md name the LM. See docs/recipes.md.
+# decoding settings in RESULTS.md name the LM. --lm_tune_set dev adds a dev decoding per
+# ctc_weight:lm_weight pair of --lm_tune_grid, to choose the weights of --lm_inference_config
+# from. See docs/recipes.md.
 set -euo pipefail
 
 recipe_cmd=${RECIPE_CMD:-$0 $*}   # recorded in RESULTS.md
@@ -64,6 +66,9 @@ lm_train_text=""        # '<id> <sentence>' lines; default: ${data_dir}/local/lm
 lm_valid_text=""        # default: the validation transcripts ${data_dir}/${valid_set}/text
 lm_inference_config=conf/decode_lm.yaml  # use_lm=true: the second decoding of stage 7 (sets lm_weight)
 inference_lm=valid.loss.ave.pt     # LM checkpoint file name under the LM exp dir
+lm_tune_set=""          # use_lm=true: also decode and score this set (e.g. dev, never a test set) with
+lm_tune_grid="0.3:0.5 0.5:0.3 0.5:0.5 0.5:0.7"  # each ctc_weight:lm_weight pair here (over
+                        # lm_inference_config): a RESULTS.md row per pair to choose the weights from
 results_md=RESULTS.md
 pack_dir=packed
 
@@ -74,9 +79,24 @@ template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 [ -n "${lm_tag}" ] || lm_tag=$(basename "${lm_config}" .yaml)_${token_type}${nbpe}
 [ -n "${inference_tag}" ] || inference_tag=$(basename "${inference_config}" .yaml)_$(basename "${inference_model}" .pt)
 # Decodings of stages 7-8: "tag config" pairs; with the LM, the plain decoding stays next to it.
+# A tag in decoding_sets decodes those sets instead of ${test_sets}, with decoding_args added.
 decodings=("${inference_tag} ${inference_config}")
+declare -A decoding_sets=() decoding_args=()
 if [ "${use_lm}" = true ]; then
-    decodings+=("$(basename "${lm_inference_config}" .yaml)_${lm_tag}_$(basename "${inference_model}" .pt) ${lm_inference_config}")
+    lm_decoding_tag=$(basename "${lm_inference_config}" .yaml)_${lm_tag}_$(basename "${inference_model}" .pt)
+    decodings+=("${lm_decoding_tag} ${lm_inference_config}")
+    if [ -n "${lm_tune_set}" ]; then
+        for t in ${test_sets}; do
+            [ "${t}" != "${lm_tune_set}" ] || { log "error: --lm_tune_set ${t} is a test set; tune on a held-out dev set"; exit 1; }
+        done
+        for pair in ${lm_tune_grid}; do
+            [[ "${pair}" =~ ^[0-9.]+:[0-9.]+$ ]] || { log "error: --lm_tune_grid entry '${pair}': expected ctc_weight:lm_weight"; exit 1; }
+            tune_tag=${lm_decoding_tag}_tune_ctc${pair%%:*}_lm${pair##*:}
+            decodings+=("${tune_tag} ${lm_inference_config}")
+            decoding_sets[${tune_tag}]=${lm_tune_set}
+            decoding_args[${tune_tag}]="--ctc_weight ${pair%%:*} --lm_weight ${pair##*:}"
+        done
+    fi
 fi
 asr_exp=${expdir}/asr_${asr_tag}
 lm_exp=${expdir}/lm_${lm_tag}

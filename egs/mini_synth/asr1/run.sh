@@ -4,7 +4,9 @@
 # (see local/data.sh). Speed perturbation is off: the corpus already varies speaking rate and
 # tripling each epoch would not fit the 45-minute CPU budget. Stage 5b trains a small LM on the KJV
 # text without the dev/test verses (conf/train_lm.yaml, ~4 min), and every test set is decoded
-# without and with it (conf/decode_lm.yaml: shallow fusion, weights tuned on dev). Real human
+# without and with it (conf/decode_lm.yaml: shallow fusion, weights chosen from the dev decodings
+# of --lm_tune_set). Both models train with bf16 autocast (fast on CPUs with AVX512-BF16/AMX;
+# elsewhere use --asr_args "--amp_dtype none" --lm_args "--amp_dtype none"). Real human
 # speech test sets are added when $REALSPEECH (db.sh, by default ../shared/data/realspeech beside
 # the repository) exists.
 #   ./run.sh                         # every stage
@@ -33,4 +35,5 @@ fi
     --nbpe 200 \
     --speed_perturb_factors "" \
     --use_lm true \
+    --lm_tune_set dev \
     "$@"

@@ -1,6 +1,7 @@
 # Stage 7: decoding of every test set in ${inference_nj} parallel jobs (utterances batched), once
 # per entry of ${decodings[@]} (asr.sh): with use_lm=true also with shallow fusion of the stage-5b
-# LM (lm_weight from ${lm_inference_config}).
+# LM (lm_weight from ${lm_inference_config}), and with --lm_tune_set, that set once per pair of
+# --lm_tune_grid (the pair's --ctc_weight/--lm_weight after the config).
 for decoding in "${decodings[@]}"; do
     read -r tag config <<< "${decoding}"
     lm_opts=()
@@ -11,7 +12,8 @@ for decoding in "${decodings[@]}"; do
         lm_opts=(--lm_dir "${lm_exp}" --lm_checkpoint "${lm_exp}/${inference_lm}")
         lm_info=" lm: ${lm_exp}/${inference_lm}"
     fi
-    for dset in ${test_sets}; do
+    extra_args=${decoding_args[${tag}]:-}
+    for dset in ${decoding_sets[${tag}]:-${test_sets}}; do
         dir=${asr_exp}/decode_${tag}/${dset}
         if [ -f "${dir}/text" ]; then
             log "skip: ${dir}/text exists"
@@ -23,16 +25,14 @@ for decoding in "${decodings[@]}"; do
             python -m speechllm.bin.asr_inference --model_dir "${asr_exp}" --checkpoint "${asr_exp}/${inference_model}" \
                 --token_list "${token_dir}/tokens.txt" --bpemodel "${token_dir}/tokenizer.model" \
                 --data_dir "${asr_feats_dir}/${dset}" --output_dir "${dir}" --nj "${inference_nj}" --job JOB \
-                --config "${config}" "${lm_opts[@]}" ${inference_args}
-        for f in text nbest; do
-            for j in $(seq "${inference_nj}"); do cat "${dir}/${f}.${j}"; done | sort -k1,1 > "${dir}/${f}"
-        done
+                --config "${config}" "${lm_opts[@]}" ${inference_args} ${extra_args}
+        merge_job_outputs "${dir}" "${inference_nj}" text nbest
         {
             echo "model: ${asr_exp}/${inference_model}"
             echo "asr_config: ${asr_config}"
             echo "inference_config: ${config}"
             echo "inference_args: \"${inference_args}\""
-            echo "decoding: \"$(grep -v '^#' "${config}" | grep -v '^\s*$' | tr '\n' ' ' | sed 's/  */ /g')${inference_args}${lm_info}\""
+            echo "decoding: \"$(config_summary "${config}")${inference_args}${extra_args:+ ${extra_args}}${lm_info}\""
             [ -n "${lm_info}" ] && echo "lm: ${lm_exp}/${inference_lm}"
             echo "data: ${asr_feats_dir}/${dset}"
         } > "${dir}/decode_info.yaml"

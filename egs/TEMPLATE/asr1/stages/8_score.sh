@@ -1,7 +1,7 @@
 # Stage 8: WER/CER of every decoded set (jiwer after the one text normalizer), then RESULTS.md.
 for decoding in "${decodings[@]}"; do
     read -r tag _ <<< "${decoding}"
-    for dset in ${test_sets}; do
+    for dset in ${decoding_sets[${tag}]:-${test_sets}}; do
         dir=${asr_exp}/decode_${tag}/${dset}
         python -m speechllm.bin.score --ref "${feats_dir}/${dset}/text" --hyp "${dir}/text" --out_dir "${dir}/score"
     done

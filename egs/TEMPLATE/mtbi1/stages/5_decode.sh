@@ -20,8 +20,6 @@ for sys in ${systems}; do
                 --data_dir "${sllm_feats_dir}/${dset}" --prompts_jsonl "${targets_dir}/${dset}.jsonl" \
                 --output_dir "${dir}" --nj "${inference_nj}" --job JOB --config "${mtbi_inference_config}" \
                 ${mtbi_inference_args}
-        for f in text gen_info; do
-            for j in $(seq "${inference_nj}"); do cat "${dir}/${f}.${j}"; done | sort -k1,1 > "${dir}/${f}"
-        done
+        merge_job_outputs "${dir}" "${inference_nj}" text gen_info
     done
 done

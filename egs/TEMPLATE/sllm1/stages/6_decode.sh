@@ -11,15 +11,13 @@ for dset in ${test_sets}; do
         python -m speechllm.bin.sllm_inference --exp_dir "${sllm_exp}" --checkpoint "${sllm_exp}/${inference_model}" \
             --data_dir "${sllm_feats_dir}/${dset}" --output_dir "${dir}" --nj "${inference_nj}" --job JOB \
             --config "${inference_config}" ${inference_args}
-    for f in text gen_info; do
-        for j in $(seq "${inference_nj}"); do cat "${dir}/${f}.${j}"; done | sort -k1,1 > "${dir}/${f}"
-    done
+    merge_job_outputs "${dir}" "${inference_nj}" text gen_info
     {
         echo "model: ${sllm_exp}/${inference_model}"
         echo "sllm_config: ${sllm_config}"
         echo "inference_config: ${inference_config}"
         echo "inference_args: \"${inference_args}\""
-        echo "decoding: \"$(grep -v '^#' "${inference_config}" | grep -v '^\s*$' | tr '\n' ' ' | sed 's/  */ /g')${inference_args}\""
+        echo "decoding: \"$(config_summary "${inference_config}")${inference_args}\""
         echo "data: ${sllm_feats_dir}/${dset}"
     } > "${dir}/decode_info.yaml"
 done
