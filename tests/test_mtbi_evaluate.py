@@ -6,8 +6,8 @@ import pytest
 
 from speechllm.bin import mtbi_score
 from speechllm.data.datadir import DataDirError
-from speechllm.mtbi.evaluate import (TARGET_KEYS, is_refusal, is_transcription, load_targets, same_answer,
-                                     score_targets)
+from speechllm.mtbi.evaluate import (TARGET_KEYS, has_answer_form, is_refusal, is_transcription, load_targets,
+                                     same_answer, score_targets)
 
 U1 = "in the beginning god created the heaven and the earth"  # 10 words
 U2 = "and the earth was without form and void"                # 8 words
@@ -29,12 +29,12 @@ EXAMPLES = [
     ("u3", "first_word", "first_word", 1, SEEN, SEEN, "i", "i", True,
      "I cannot dig to beg"),                                            # WER 37.5: transcribed; no refusal
     ("u2", "first_word", "first_word", 6, UNSEEN, SEEN, "and", "and", True,
-     "I'm sorry, I cannot answer that."),                                                      # refusal
+     "I'm sorry, I cannot answer that."),                          # refusal: 6 words for a 1-word answer
     ("u1", "continue", "continue", 1, SEEN, SEEN, U2, U2, True, U2),                           # agree, right
     ("u2", "continue", "continue", 1, SEEN, SEEN, U2, "and darkness was upon the face of the deep", True,
      "and darkness was upon the face of the deep"),  # the LLM repeats (excluded from IF); the model is right
     ("u3", "continue", "continue", 2, SEEN, SEEN, "for i know what to do", None, False,
-     "for i know what to do " * 4),                                     # looping, cut, no reference
+     "for i know what to do " * 4),                # looping (24 words for 6), cut, no reference
     ("u2", "uppercase", "uppercase", 1, UNSEEN, UNSEEN, U2.upper(), U2.upper(), True, U2),     # case wrong; no IF
     ("u1", "uppercase", "uppercase", 2, UNSEEN, UNSEEN, U1.upper(), U1.upper(), True, U1.upper()),  # right; no IF
     ("u1", "keyword", "keyword", 1, UNSEEN, UNSEEN, "beginning", "beginning", True, "beginning"),  # right
@@ -89,10 +89,11 @@ def test_prompt_generalization_splits_seen_tasks_by_wording(result):
 def test_instruction_following_counts_eligible_answers_that_are_not_transcripts(result):
     ifr = result["instruction_following"]
     assert ifr["num_excluded"] == 3  # the LLM repeating, and uppercase (a transcript once normalized)
-    assert ifr["num_eligible"] == 11 and ifr["num_followed"] == 8
+    assert ifr["num_eligible"] == 11 and ifr["num_followed"] == 6
     assert ifr["num_transcribed"] == 2 and ifr["num_empty_or_missing"] == 1
-    assert ifr["rate"] == pytest.approx(100 * 8 / 11)
-    assert ifr["seen_tasks"] == pytest.approx(100 * 5 / 8) and ifr["unseen_tasks"] == pytest.approx(100.0)
+    assert ifr["num_off_form"] == 2  # the refusal and the loop
+    assert ifr["rate"] == pytest.approx(100 * 6 / 11)
+    assert ifr["seen_tasks"] == pytest.approx(100 * 3 / 8) and ifr["unseen_tasks"] == pytest.approx(100.0)
 
 
 def test_task_generalization_compares_with_the_llm_and_the_reference(result):
@@ -190,9 +191,9 @@ def test_cli_writes_result_summary_and_per_item(files, capsys):
                             "--gen_info", str(tmp_path / "gen_info"), "--out_dir", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["data_set"] == "test" and result["counts"]["cut"] == 1
-    assert result["instruction_following"]["rate"] == pytest.approx(100 * 8 / 11)
+    assert result["instruction_following"]["rate"] == pytest.approx(100 * 6 / 11)
     summary = (out / "summary.txt").read_text()
-    assert "Instruction following: 72.73 (8 of 11" in summary and summary in capsys.readouterr().out
+    assert "Instruction following: 54.55 (6 of 11" in summary and summary in capsys.readouterr().out
     items = [json.loads(line) for line in (out / "per_item.jsonl").read_text().splitlines()]
     assert len(items) == len(EXAMPLES)
     assert next(i for i in items if i["id"] == "u2|first_word/6")["flags"] == ["refusal"]
@@ -219,3 +220,28 @@ def test_an_answer_that_repeats_the_models_own_poor_transcription_is_not_followi
     assert (ifr["num_eligible"], ifr["num_followed"], ifr["num_transcribed"]) == (1, 0, 1)
     result, _ = score_targets(targets, {"u1|transcribe/1": poor, "u1|count_words/1": "10"})
     assert result["instruction_following"]["num_followed"] == 1
+
+
+@pytest.mark.parametrize("text, answer, expected", [
+    ("jesus", "disciples", True),
+    ("the disciples", "disciples", True),                 # 2 words for 1: still an answer
+    ("and the prophets and the prophets", "disciples", False),  # a sentence for one word
+    ("12", "11", True),                                    # a wrong number is still a number
+    ("twelve words", "11", False),                         # no number where the answer is one
+    ("there are 12 words", "there are 11 words", True),
+    ("and he said unto them go ye into all", "and he said unto them", True),  # 9 <= max(10, 8)
+    ("a b c d e f g h i j k l", "and he said unto them", False),  # 12 > max(10, 8)
+])
+def test_answer_form(text, answer, expected):
+    assert has_answer_form(text, answer) is expected
+
+
+def test_a_hallucinated_sentence_for_a_one_word_question_is_not_following(tmp_path):
+    """The ASR-only baseline's typical failure: a made-up sentence (not a transcription of the
+    utterance) for a one-word answer."""
+    lines = [line for line in target_lines() if line["id"] == "u1|keyword/1"]
+    targets = load_targets(write_jsonl(tmp_path / "t.jsonl", lines))
+    result, scores = score_targets(targets, {"u1|keyword/1": "understood and the prophets and the prophets"})
+    ifr = result["instruction_following"]
+    assert (ifr["num_followed"], ifr["num_transcribed"], ifr["num_off_form"]) == (0, 0, 1)
+    assert scores[0].transcribed is False and scores[0].follows is False

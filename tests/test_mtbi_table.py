@@ -102,7 +102,7 @@ def test_a_real_result_json_fills_the_table(tmp_path):
     assert mtbi_table.main(["--system", f"toy={tmp_path / 'result.json'}", "--out", str(out), "--llm_row", "LLM"]) == 0
     rows = table_rows(out.read_text())
     assert rows["system"][5:8] == ["seen: count_words", "seen: first_word", "seen: continue"]
-    assert rows["toy"][0] == "10.00" and rows["toy"][4] == "72.73" and rows["LLM"][0] == "0.00"
+    assert rows["toy"][0] == "10.00" and rows["toy"][4] == "54.55" and rows["LLM"][0] == "0.00"
 
 
 def test_missing_files_and_bad_specs_are_clear_errors(results, tmp_path, capsys):

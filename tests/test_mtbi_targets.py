@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from speechllm.bin import lm_eval_tasks, mtbi_make_targets
+from speechllm.data.datadir import DataDirError
 from speechllm.llm.text_tasks import TEXT_TASKS, PromptTask, TaskContext, load_prompt_set
 from speechllm.mtbi import targets as T
 from speechllm.utils.config import ConfigError
@@ -166,7 +167,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_file(llm_dir, data_dir, tmp
         T.check_targets_file(killed, load_prompt_set(MINI_PROMPTS))
     lines = killed.read_text().splitlines(keepends=True)  # the kill came while writing line 7
     killed.write_text("".join(lines[:6]) + lines[6][:30])
-    with pytest.raises(ConfigError, match="truncated last line"):
+    with pytest.raises(DataDirError, match=r"killed\.jsonl:7: truncated last line"):
         T.read_targets(killed)
     capsys.readouterr()
     assert run(llm_dir, data_dir, killed) == 0
@@ -266,3 +267,18 @@ def test_full_prompt_set_loads_with_its_documented_splits():
     assert not set(train) & heldout and all(w.split == "train" for ws in train.values() for w in ws)
     assert T.reference_answer(prompts.tasks["translate_fr"], "and god said") is None
     assert T.reference_answer(prompts.tasks["count_words"], "and god said") == "3"
+
+
+def test_read_targets_names_the_line_of_a_bad_record(tmp_path):
+    path = tmp_path / "t.jsonl"
+    good = {"id": "u1|repeat/1", "prompt": "Repeat: {text}"}
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps({"id": "u2|repeat/1"}) + "\n")
+    assert [r["id"] for r in T.read_targets(path)] == ["u1|repeat/1", "u2|repeat/1"]  # blank line skipped
+    with pytest.raises(DataDirError, match=r"t\.jsonl:3: missing key\(s\) \['prompt'\]"):
+        T.read_targets(path, required=("id", "prompt"))
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(DataDirError, match=r"t\.jsonl:2: id 'u1\|repeat/1' already used on line 1"):
+        T.read_targets(path)
+    path.write_text(json.dumps({"id": "u1", "prompt": "no placeholder"}) + "\n")
+    with pytest.raises(DataDirError, match=r"t\.jsonl:1: 'prompt' must hold \{text\} once"):
+        T.read_targets(path)

@@ -35,7 +35,7 @@ import yaml
 from speechllm.bin import exit_on_user_error
 from speechllm.mtbi.evaluate import TRANSCRIPTION_ANSWER_TASKS
 from speechllm.scoring.results import MISSING, stage_time_lines
-from speechllm.scoring.results import _cell as cell
+from speechllm.scoring.results import table_cell as cell
 from speechllm.utils.config import ConfigError, atomic_write_text
 from speechllm.utils.git import git_commit
 from speechllm.utils.logging_utils import setup_logging
@@ -166,7 +166,7 @@ def build_section(title: str, systems: list[tuple[str, Path]], results: list[dic
     llm_note = f" {cell(llm_label)}: the text LLM's own answers given the transcripts." if llm_label else ""
     out += ["", f"Rates in percent; `{MISSING}`: not applicable. WER: the transcription tasks among the seen "
                 "tasks, against the transcript; agr.: the same answer as the text LLM given the transcript; "
-                f"instr. following: answers that are not a transcription; per-task columns: {per_task}.{llm_note}",
+                f"instr. following: answers that are no transcription and have the form of the LLM's answer; per-task columns: {per_task}.{llm_note}",
             "Definitions in docs/mtbi.md; every number comes from a `result.json` of "
             "`speechllm.bin.mtbi_score`."]
     return "\n".join(out) + "\n"

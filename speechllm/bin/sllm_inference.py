@@ -46,7 +46,7 @@ from speechllm.data.datadir import DataDirError
 from speechllm.data.dataset import pad_sequences
 from speechllm.data.fix_datadir import share_of
 from speechllm.llm.prompting import render_prompt_pieces
-from speechllm.mtbi.evaluate import read_target_lines
+from speechllm.mtbi.targets import read_targets
 from speechllm.tasks import sllm
 from speechllm.train.checkpoint import load_model_state_dict
 from speechllm.utils.config import ConfigError, atomic_write_text, load_yaml, save_config
@@ -190,7 +190,9 @@ def load_inputs(args: argparse.Namespace, config: dict, nj: int, job: int) -> De
 
 def jsonl_examples(path: Path, inputs: DecodeInputs, data_dir: Path, nj: int, job: int) -> list[Example]:
     """This job's examples of a targets JSONL: the lines of the ``job``-th share of its utterances."""
-    lines = read_target_lines(path, required=("id", "utt_id", "prompt"))
+    lines = read_targets(path, required=("id", "utt_id", "prompt"))
+    if not lines:
+        raise DataDirError(path, None, "no examples")
     unknown = sorted({str(x["utt_id"]) for x in lines} - set(inputs.lengths))
     if unknown:
         raise DataDirError(path, None, f"{len(unknown)} of its utterances are not in {data_dir}, "

@@ -28,7 +28,8 @@ from typing import Iterable, Sequence
 import jiwer
 
 from speechllm.data.datadir import DataDirError
-from speechllm.llm.text_tasks import PLACEHOLDER, SPLITS, exact_match
+from speechllm.llm.text_tasks import SPLITS, exact_match
+from speechllm.mtbi.targets import read_targets
 from speechllm.scoring.wer import is_looping
 from speechllm.text.normalizer import normalize_text
 
@@ -70,42 +71,13 @@ class Target:
         return self.answer_task in TRANSCRIPTION_ANSWER_TASKS
 
 
-def read_target_lines(path: str | os.PathLike, required: Sequence[str] = TARGET_KEYS) -> list[dict]:
-    """The objects of a targets JSONL, checked: valid JSON objects with the ``required`` keys, an
-    ``id`` without white space used once, a ``prompt`` with ``{text}`` once. Errors are
-    :class:`DataDirError` naming ``file:line``; blank lines are skipped."""
-    out, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataDirError(path, lineno, f"invalid JSON: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise DataDirError(path, lineno, "expected a JSON object")
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise DataDirError(path, lineno, f"missing key(s) {missing}")
-            ex_id = obj.get("id")
-            if not isinstance(ex_id, str) or not ex_id or ex_id.split() != [ex_id]:
-                raise DataDirError(path, lineno, f"'id' must be a string without white space, got {ex_id!r}")
-            if ex_id in seen:
-                raise DataDirError(path, lineno, f"id '{ex_id}' already used on line {seen[ex_id]}")
-            seen[ex_id] = lineno
-            if "prompt" in obj and (not isinstance(obj["prompt"], str) or obj["prompt"].count(PLACEHOLDER) != 1):
-                raise DataDirError(path, lineno, f"'prompt' must hold {PLACEHOLDER} once, got {obj['prompt']!r}")
-            out.append(obj)
-    if not out:
-        raise DataDirError(path, None, "no examples")
-    return out
-
-
 def load_targets(path: str | os.PathLike) -> list[Target]:
     """The examples of a targets JSONL as :class:`Target` (splits checked)."""
     targets = []
-    for obj in read_target_lines(path):
+    objs = read_targets(path, required=TARGET_KEYS)
+    if not objs:
+        raise DataDirError(path, None, "no examples")
+    for obj in objs:
         for key in ("wording_split", "task_split"):
             if obj[key] not in SPLITS:
                 raise DataDirError(path, None, f"id '{obj['id']}': {key} must be one of {list(SPLITS)}, "
@@ -160,6 +132,16 @@ def is_transcription(text: str, transcript: str) -> bool:
     return bool(normalize_text(text)) and words > 0 and 100.0 * errors / words <= TRANSCRIPTION_MAX_WER
 
 
+def has_answer_form(text: str, answer: str) -> bool:
+    """Whether ``text`` has the form of ``answer`` (the LLM's answer to the same prompt given the
+    transcript): at most ``max(2n, n + 3)`` words for an ``n``-word answer, and a number where
+    the answer holds one. A sentence given for a one-word question, or a loop, has not."""
+    n_text, n_answer = len(normalize_text(text).split()), len(normalize_text(answer).split())
+    if n_text > max(2 * n_answer, n_answer + 3):
+        return False
+    return _first_int(answer) is None or _first_int(text) is not None
+
+
 def is_refusal(text: str, context: Iterable[str] = ()) -> bool:
     """Whether ``text`` matches a :data:`REFUSAL_PATTERNS` entry that none of ``context`` (the
     transcript, the expected answer) matches: a verse reading "i cannot dig" is no refusal."""
@@ -187,7 +169,8 @@ class ItemScore:
     agrees: bool | None       # same answer as the LLM (non-transcription tasks; None in the self-score)
     correct: bool | None      # same answer as the reference (None: no reference, or a transcription task)
     if_eligible: bool         # counts for instruction following (see score_item)
-    follows: bool | None      # eligible and the output is neither empty nor a transcription
+    transcribed: bool | None  # eligible and the output is a transcription (of the utterance)
+    follows: bool | None      # eligible, not empty, not transcribed, and in the answer's form
 
     @property
     def is_transcription_task(self) -> bool:
@@ -201,15 +184,17 @@ def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = 
 
     Instruction following: an example is *eligible* when its task is not a transcription task and
     neither the LLM's answer nor the reference is a transcription (:func:`is_transcription`); it
-    is *followed* when the output is non-empty and a transcription neither of the transcript nor
-    of any of ``own_transcriptions`` (the model's own answers to the transcription prompts of the
-    same utterance): a model that transcribes badly must not count as following because its
-    transcript is far from the true one.
+    is *followed* when the output is non-empty, a transcription neither of the transcript nor of
+    any of ``own_transcriptions`` (the model's own answers to the transcription prompts of the
+    same utterance: a model that transcribes badly must not count as following because its
+    transcript is far from the true one), and in the form of the LLM's answer
+    (:func:`has_answer_form`: a hallucinated sentence for a one-word question is no answer).
     """
     text = hyp or ""
     words = normalize_text(text).split()
     errors, ref_words = word_errors(t.transcript, text)
     answer_task = not t.is_transcription_task
+    transcribed = bool(words) and any(is_transcription(text, ref) for ref in (t.transcript, *own_transcriptions))
     eligible = (answer_task and not self_score and not is_transcription(t.response, t.transcript)
                 and not (t.reference is not None and is_transcription(t.reference, t.transcript)))
     return ItemScore(
@@ -220,8 +205,8 @@ def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = 
         agrees=same_answer(t.answer_task, text, t.response) if answer_task and not self_score else None,
         correct=is_correct(t.answer_task, text, t.reference) if answer_task and t.reference is not None else None,
         if_eligible=eligible,
-        follows=(bool(words) and not any(is_transcription(text, ref) for ref in (t.transcript, *own_transcriptions))
-                 if eligible else None),
+        transcribed=transcribed if eligible else None,
+        follows=(bool(words) and not transcribed and has_answer_form(text, t.response)) if eligible else None,
     )
 
 
@@ -295,7 +280,8 @@ def _instruction_following(scores: Sequence[ItemScore]) -> dict:
         "rate": _percent(sum(bool(s.follows) for s in eligible), len(eligible)),
         "num_eligible": len(eligible),
         "num_followed": sum(bool(s.follows) for s in eligible),
-        "num_transcribed": sum(not s.follows and not s.empty and not s.missing for s in eligible),
+        "num_transcribed": sum(bool(s.transcribed) for s in eligible),
+        "num_off_form": sum(not s.follows and not s.transcribed and not s.empty and not s.missing for s in eligible),
         "num_empty_or_missing": sum(s.empty or s.missing for s in eligible),
         "num_excluded": len(answer_items) - len(eligible),
         "seen_tasks": _percent(sum(bool(s.follows) for s in eligible if s.task_split == "train"),
@@ -340,6 +326,7 @@ def score_targets(targets: Sequence[Target], hyps: dict[str, str],
             "rates": "percent",
             "transcription_answer_tasks": list(TRANSCRIPTION_ANSWER_TASKS),
             "transcription_max_wer": TRANSCRIPTION_MAX_WER,
+            "answer_form": "at most max(2n, n+3) words for an n-word LLM answer; a number where it has one",
             "refusal_patterns": list(REFUSAL_PATTERNS),
             "normalizer": "speechllm.text.normalizer.normalize_text",
         },
@@ -355,7 +342,7 @@ def per_item_lines(targets: Sequence[Target], scores: Sequence[ItemScore]) -> st
         row = {"id": t.id, "task": t.task, "wording": t.wording, "hyp": s.hyp, "response": t.response,
                "reference": t.reference, "transcript": t.transcript, "agrees": s.agrees, "correct": s.correct,
                "wer": _percent(s.word_errors, s.ref_words) if s.is_transcription_task else None,
-               "if_eligible": s.if_eligible, "follows": s.follows, "flags": flags}
+               "if_eligible": s.if_eligible, "transcribed": s.transcribed, "follows": s.follows, "flags": flags}
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
     return "".join(lines)
 
@@ -400,7 +387,8 @@ def format_summary(result: dict) -> str:
          _pct(pg["unseen_wordings"]["agreement"])],
     ])
     out += ["", f"Instruction following: {_pct(ifr['rate'])} ({ifr['num_followed']} of {ifr['num_eligible']} "
-                f"eligible answers; {ifr['num_transcribed']} transcribed, {ifr['num_empty_or_missing']} empty or "
+                f"eligible answers; {ifr['num_transcribed']} transcribed, {ifr['num_off_form']} not in the answer's "
+                f"form, {ifr['num_empty_or_missing']} empty or "
                 f"missing; {ifr['num_excluded']} excluded: the LLM's answer or the reference is a transcription); "
                 f"seen tasks {_pct(ifr['seen_tasks'])}, unseen tasks {_pct(ifr['unseen_tasks'])}", "",
             "Task generalization:"]

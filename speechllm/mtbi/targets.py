@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from speechllm.llm.text_tasks import TEXT_TASKS, PromptSet, PromptTask, TaskContext, TaskUnavailable, Wording
+from speechllm.data.datadir import DataDirError
+from speechllm.llm.text_tasks import (PLACEHOLDER, TEXT_TASKS, PromptSet, PromptTask, TaskContext, TaskUnavailable,
+                                      Wording)
 from speechllm.utils.config import ConfigError, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -228,29 +230,48 @@ def provenance_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[
 # ----------------------------------------------------------------------------------------
 # The targets file
 # ----------------------------------------------------------------------------------------
-def read_targets(path: str | os.PathLike, repair: bool = False) -> list[dict]:
-    """The records of a targets file. A last line without its newline (a killed run) is an error,
-    or with ``repair`` dropped from the file with a warning; a bad line elsewhere is an error."""
+def read_targets(path: str | os.PathLike, required: Iterable[str] = ("id",), repair: bool = False) -> list[dict]:
+    """The records of a targets JSONL, checked: JSON objects with the ``required`` keys, an ``id``
+    without white space used once, a ``prompt`` (where there is one) holding ``{text}`` once.
+    Blank lines are skipped. Errors are :class:`DataDirError` naming ``file:line``.
+
+    A last line without its newline (a killed run) is an error, or with ``repair`` dropped from
+    the file with a warning (resuming a run).
+    """
     path = Path(path)
     data = path.read_bytes()
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
     if tail:
         if not repair:
-            raise ConfigError(f"{path}:{len(lines) + 1}: truncated last line (a run was killed; "
-                              "run the stage again to resume)")
+            raise DataDirError(path, len(lines) + 1, "truncated last line (a run was killed; "
+                                                     "run the stage again to resume)")
         logger.warning("%s:%d: dropped a truncated last line (%d bytes) left by a killed run",
                        path, len(lines) + 1, len(tail))
         with path.open("r+b") as f:
             f.truncate(len(data) - len(tail))
-    records = []
+    required = tuple(required)
+    records, first_line = [], {}
     for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(rec, dict) or "id" not in rec:
-            raise ConfigError(f"{path}:{lineno}: expected an object with an 'id'")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataDirError(path, lineno, f"invalid JSON: {getattr(e, 'msg', e)}") from None
+        if not isinstance(rec, dict):
+            raise DataDirError(path, lineno, "expected a JSON object")
+        missing = [k for k in required if k not in rec]
+        if missing:
+            raise DataDirError(path, lineno, f"missing key(s) {missing}")
+        ex_id = rec.get("id")
+        if not isinstance(ex_id, str) or not ex_id or ex_id.split() != [ex_id]:
+            raise DataDirError(path, lineno, f"'id' must be a string without white space, got {ex_id!r}")
+        if ex_id in first_line:
+            raise DataDirError(path, lineno, f"id '{ex_id}' already used on line {first_line[ex_id]}")
+        first_line[ex_id] = lineno
+        if "prompt" in rec and (not isinstance(rec["prompt"], str) or rec["prompt"].count(PLACEHOLDER) != 1):
+            raise DataDirError(path, lineno, f"'prompt' must hold {PLACEHOLDER} once, got {rec['prompt']!r}")
         records.append(rec)
     return records
 
@@ -278,12 +299,7 @@ def open_targets(out: Path, meta: dict, overwrite: bool) -> dict[str, dict]:
         raise ConfigError(f"{out}: exists without {mpath.name} (provenance unknown); --overwrite to start again")
     else:
         atomic_write_text(mpath, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-    done = {}
-    for rec in read_targets(out, repair=True) if out.is_file() else []:
-        if rec["id"] in done:
-            raise ConfigError(f"{out}: id {rec['id']} written twice")
-        done[rec["id"]] = rec
-    return done
+    return {rec["id"]: rec for rec in (read_targets(out, repair=True) if out.is_file() else [])}
 
 
 def finalize(out: Path, pairs: list[TargetPair], records: dict[str, dict]) -> list[dict]:
