@@ -245,3 +245,15 @@ def test_a_hallucinated_sentence_for_a_one_word_question_is_not_following(tmp_pa
     ifr = result["instruction_following"]
     assert (ifr["num_followed"], ifr["num_transcribed"], ifr["num_off_form"]) == (0, 0, 1)
     assert scores[0].transcribed is False and scores[0].follows is False
+
+
+def test_grounding_on_extractive_examples(result):
+    """Extractive: the LLM answered with words of the transcript (first_word x3, the repeating
+    continue, keyword x3, uppercase x2). Grounded: the output is words of the transcript too."""
+    tg = result["task_generalization"]
+    # unseen: the three keywords (right, wrong but a word of u2, agreeing) and both uppercase outputs
+    assert tg["unseen_tasks"]["num_extractive"] == 5 and tg["unseen_tasks"]["grounding"] == pytest.approx(100.0)
+    # seen: only "I cannot dig to beg" for u3's first word; not the empty output, the refusal, nor
+    # "and darkness was upon ..." for u2 (words that u2 does not have)
+    assert tg["seen_tasks"]["num_extractive"] == 4 and tg["seen_tasks"]["grounding"] == pytest.approx(25.0)
+    assert "grounding" not in result["llm"]["unseen_tasks"]  # by definition 100% for the LLM itself

@@ -20,7 +20,7 @@ def fake_result(wer_seen: float, ifr: float, count_words_acc: float, refusals: i
                                   "unseen_wordings": {"wer": wer_seen + 10, "agreement": 61.0}},
         "instruction_following": {"rate": ifr},
         "task_generalization": {"seen_tasks": {"accuracy": 71.0, "agreement": 72.0},
-                                "unseen_tasks": {"accuracy": 31.0, "agreement": 32.0}},
+                                "unseen_tasks": {"accuracy": 31.0, "agreement": 32.0, "grounding": 44.0}},
         "per_task": {
             "transcribe": {"task_split": "train", "answer_task": "repeat", "wer": 12.0, "accuracy": None},
             "count_words": {"task_split": "train", "answer_task": "count_words", "accuracy": count_words_acc,
@@ -54,9 +54,10 @@ def test_two_systems_give_two_rows_in_the_column_order(results, tmp_path):
     rows = table_rows(out.read_text())
     assert rows["system"] == ["WER seen prompts", "WER unseen prompts", "agr. seen prompts", "agr. unseen prompts",
                               "instr. following", "seen: count_words", "seen tasks acc.", "unseen: keyword",
-                              "unseen tasks acc.", "#empty", "#looping", "#cut", "#refusal", "#examples"]
+                              "unseen tasks acc.", "grounded unseen", "#empty", "#looping", "#cut", "#refusal",
+                              "#examples"]
     assert rows["ASR-only baseline"] == ["40.00", "50.00", "81.00", "61.00", "10.00", "20.00", "71.00", "25.00",
-                                         "31.00", "2", "1", "3", "5", "40"]
+                                         "31.00", "44.00", "2", "1", "3", "5", "40"]
     assert rows["MTBI (lr=1)"][:6] == ["15.50", "25.50", "81.00", "61.00", "72.25", "66.00"]
     text = out.read_text()
     assert "## MTBI: test" in text and "commit" in text and "Command: `python -m speechllm.bin.mtbi_table" in text
@@ -84,8 +85,8 @@ def test_yaml_listing_and_llm_row_and_agreement_metric(results, tmp_path):
                             "--llm_row", "text LLM"]) == 0
     rows = table_rows(out.read_text())
     assert list(rows) == ["system", "base", "mtbi", "text LLM"]
-    assert rows["text LLM"] == ["0.50", "0.75", "-", "-", "-", "99.00", "95.00", "88.00", "85.00", "0", "0", "1",
-                                "0", "40"]
+    assert rows["text LLM"] == ["0.50", "0.75", "-", "-", "-", "99.00", "95.00", "88.00", "85.00", "-", "0", "0",
+                                "1", "0", "40"]
     assert mtbi_table.main(["--system", f"base={a}", "--out", str(out), "--metric", "agreement"]) == 0
     rows = table_rows(out.read_text())
     assert rows["system"][5:9] == ["seen: count_words", "seen tasks agr.", "unseen: keyword", "unseen tasks agr."]

@@ -115,6 +115,7 @@ def system_row(label: str, result: dict, seen: list[str], unseen: list[str], met
              result["instruction_following"]["rate"]]
             + [_get(result["per_task"], t, metric) for t in seen] + [_get(tg, "seen_tasks", metric)]
             + [_get(result["per_task"], t, metric) for t in unseen] + [_get(tg, "unseen_tasks", metric)]
+            + [_get(tg, "unseen_tasks", "grounding")]
             + [counts.get(k) for k in ("empty", "looping", "cut", "refusal")] + [result.get("num_items")])
 
 
@@ -126,6 +127,7 @@ def llm_row(label: str, result: dict, seen: list[str], unseen: list[str], metric
     return ([label, _get(pg, "seen_wordings", "wer"), _get(pg, "unseen_wordings", "wer"), None, None, None]
             + [_get(per_task, t, metric) for t in seen] + [_get(llm, "seen_tasks", metric) if per_task else None]
             + [_get(per_task, t, metric) for t in unseen] + [_get(llm, "unseen_tasks", metric) if per_task else None]
+            + [None]
             + [overall.get("num_empty"), overall.get("num_looping"), overall.get("num_cut"),
                overall.get("num_refusal"), result.get("num_items")])
 
@@ -134,7 +136,7 @@ def header(seen: list[str], unseen: list[str], metric: str) -> list[str]:
     short = METRICS[metric]
     return (["system", "WER seen prompts", "WER unseen prompts", "agr. seen prompts", "agr. unseen prompts",
              "instr. following"] + [f"seen: {t}" for t in seen] + [f"seen tasks {short}"]
-            + [f"unseen: {t}" for t in unseen] + [f"unseen tasks {short}"]
+            + [f"unseen: {t}" for t in unseen] + [f"unseen tasks {short}", "grounded unseen"]
             + ["#empty", "#looping", "#cut", "#refusal", "#examples"])
 
 
@@ -166,7 +168,9 @@ def build_section(title: str, systems: list[tuple[str, Path]], results: list[dic
     llm_note = f" {cell(llm_label)}: the text LLM's own answers given the transcripts." if llm_label else ""
     out += ["", f"Rates in percent; `{MISSING}`: not applicable. WER: the transcription tasks among the seen "
                 "tasks, against the transcript; agr.: the same answer as the text LLM given the transcript; "
-                f"instr. following: answers that are no transcription and have the form of the LLM's answer; per-task columns: {per_task}.{llm_note}",
+                f"instr. following: answers that are no transcription and have the form of the LLM's answer; "
+                f"grounded unseen: on the unseen tasks' extractive examples (the LLM answered with words of the "
+                f"transcript), outputs made of words of the transcript too; per-task columns: {per_task}.{llm_note}",
             "Definitions in docs/mtbi.md; every number comes from a `result.json` of "
             "`speechllm.bin.mtbi_score`."]
     return "\n".join(out) + "\n"

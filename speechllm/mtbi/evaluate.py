@@ -142,6 +142,12 @@ def has_answer_form(text: str, answer: str) -> bool:
     return _first_int(answer) is None or _first_int(text) is not None
 
 
+def words_of(text: str, transcript: str) -> bool:
+    """Whether ``text`` is non-empty and every one of its (normalized) words occurs in ``transcript``."""
+    words, vocab = normalize_text(text).split(), set(normalize_text(transcript).split())
+    return bool(words) and all(w in vocab for w in words)
+
+
 def is_refusal(text: str, context: Iterable[str] = ()) -> bool:
     """Whether ``text`` matches a :data:`REFUSAL_PATTERNS` entry that none of ``context`` (the
     transcript, the expected answer) matches: a verse reading "i cannot dig" is no refusal."""
@@ -170,6 +176,8 @@ class ItemScore:
     correct: bool | None      # same answer as the reference (None: no reference, or a transcription task)
     if_eligible: bool         # counts for instruction following (see score_item)
     transcribed: bool | None  # eligible and the output is a transcription (of the utterance)
+    grounded: bool | None     # extractive example (the LLM answered with words of the transcript):
+                              # the output, too, consists of words of the transcript
     follows: bool | None      # eligible, not empty, not transcribed, and in the answer's form
 
     @property
@@ -206,6 +214,7 @@ def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = 
         correct=is_correct(t.answer_task, text, t.reference) if answer_task and t.reference is not None else None,
         if_eligible=eligible,
         transcribed=transcribed if eligible else None,
+        grounded=(words_of(text, t.transcript) if answer_task and words_of(t.response, t.transcript) else None),
         follows=(bool(words) and not transcribed and has_answer_form(text, t.response)) if eligible else None,
     )
 
@@ -223,6 +232,7 @@ def summarize(items: Sequence[ItemScore]) -> dict:
     agree = [s.agrees for s in items if s.agrees is not None]
     correct = [s.correct for s in items if s.correct is not None]
     follows = [s.follows for s in items if s.if_eligible]
+    grounded = [s.grounded for s in items if s.grounded is not None]
     errors, ref_words = sum(s.word_errors for s in trans), sum(s.ref_words for s in trans)
     known_cut = [s.cut for s in items if s.cut is not None]
     return {
@@ -237,6 +247,8 @@ def summarize(items: Sequence[ItemScore]) -> dict:
         "accuracy": _percent(sum(correct), len(correct)),
         "num_if_eligible": len(follows),
         "instruction_following": _percent(sum(follows), len(follows)),
+        "num_extractive": len(grounded),
+        "grounding": _percent(sum(grounded), len(grounded)),
         "num_missing": sum(s.missing for s in items),
         "num_empty": sum(s.empty for s in items),
         "num_looping": sum(s.looping for s in items),
@@ -246,7 +258,8 @@ def summarize(items: Sequence[ItemScore]) -> dict:
 
 
 # Keys of a group that mean nothing when the LLM scores its own answers.
-_NOT_IN_SELF_SCORE = ("num_agreement_items", "agreement", "num_if_eligible", "instruction_following", "num_missing")
+_NOT_IN_SELF_SCORE = ("num_agreement_items", "agreement", "num_if_eligible", "instruction_following", "num_missing",
+                      "num_extractive", "grounding")
 
 
 def _groups(scores: Sequence[ItemScore], self_score: bool = False) -> dict:
@@ -342,7 +355,7 @@ def per_item_lines(targets: Sequence[Target], scores: Sequence[ItemScore]) -> st
         row = {"id": t.id, "task": t.task, "wording": t.wording, "hyp": s.hyp, "response": t.response,
                "reference": t.reference, "transcript": t.transcript, "agrees": s.agrees, "correct": s.correct,
                "wer": _percent(s.word_errors, s.ref_words) if s.is_transcription_task else None,
-               "if_eligible": s.if_eligible, "transcribed": s.transcribed, "follows": s.follows, "flags": flags}
+               "if_eligible": s.if_eligible, "transcribed": s.transcribed, "follows": s.follows, "grounded": s.grounded, "flags": flags}
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
     return "".join(lines)
 
@@ -395,6 +408,7 @@ def format_summary(result: dict) -> str:
     out += _table(["", "seen tasks", "unseen tasks"], [
         ["agreement with the LLM", _pct(tg["seen_tasks"]["agreement"]), _pct(tg["unseen_tasks"]["agreement"])],
         ["accuracy (reference)", _pct(tg["seen_tasks"]["accuracy"]), _pct(tg["unseen_tasks"]["accuracy"])],
+        ["grounded (extractive examples)", _pct(tg["seen_tasks"]["grounding"]), _pct(tg["unseen_tasks"]["grounding"])],
     ])
     out += ["", "Per task (WER: transcription tasks, against the transcript; accuracy: against the reference):"]
     out += _table(["task", "tasks", "items", "WER", "agreement", "accuracy", "instr.follow", "empty", "looping",
