@@ -279,6 +279,10 @@ def test_read_targets_names_the_line_of_a_bad_record(tmp_path):
     path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
     with pytest.raises(DataDirError, match=r"t\.jsonl:2: id 'u1\|repeat/1' already used on line 1"):
         T.read_targets(path)
+    path.write_text("\n")
+    assert T.read_targets(path) == []  # a run that wrote nothing yet
+    with pytest.raises(DataDirError, match=r"t\.jsonl: no examples"):
+        T.read_targets(path, allow_empty=False)
     path.write_text(json.dumps({"id": "u1", "prompt": "no placeholder"}) + "\n")
     with pytest.raises(DataDirError, match=r"t\.jsonl:1: 'prompt' must hold \{text\} once"):
         T.read_targets(path)

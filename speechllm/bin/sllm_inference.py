@@ -190,9 +190,7 @@ def load_inputs(args: argparse.Namespace, config: dict, nj: int, job: int) -> De
 
 def jsonl_examples(path: Path, inputs: DecodeInputs, data_dir: Path, nj: int, job: int) -> list[Example]:
     """This job's examples of a targets JSONL: the lines of the ``job``-th share of its utterances."""
-    lines = read_targets(path, required=("id", "utt_id", "prompt"))
-    if not lines:
-        raise DataDirError(path, None, "no examples")
+    lines = read_targets(path, required=("id", "utt_id", "prompt"), allow_empty=False)
     unknown = sorted({str(x["utt_id"]) for x in lines} - set(inputs.lengths))
     if unknown:
         raise DataDirError(path, None, f"{len(unknown)} of its utterances are not in {data_dir}, "

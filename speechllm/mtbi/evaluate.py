@@ -74,10 +74,7 @@ class Target:
 def load_targets(path: str | os.PathLike) -> list[Target]:
     """The examples of a targets JSONL as :class:`Target` (splits checked)."""
     targets = []
-    objs = read_targets(path, required=TARGET_KEYS)
-    if not objs:
-        raise DataDirError(path, None, "no examples")
-    for obj in objs:
+    for obj in read_targets(path, required=TARGET_KEYS, allow_empty=False):
         for key in ("wording_split", "task_split"):
             if obj[key] not in SPLITS:
                 raise DataDirError(path, None, f"id '{obj['id']}': {key} must be one of {list(SPLITS)}, "

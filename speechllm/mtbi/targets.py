@@ -230,10 +230,12 @@ def provenance_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[
 # ----------------------------------------------------------------------------------------
 # The targets file
 # ----------------------------------------------------------------------------------------
-def read_targets(path: str | os.PathLike, required: Iterable[str] = ("id",), repair: bool = False) -> list[dict]:
+def read_targets(path: str | os.PathLike, required: Iterable[str] = ("id",), repair: bool = False,
+                 allow_empty: bool = True) -> list[dict]:
     """The records of a targets JSONL, checked: JSON objects with the ``required`` keys, an ``id``
     without white space used once, a ``prompt`` (where there is one) holding ``{text}`` once.
-    Blank lines are skipped. Errors are :class:`DataDirError` naming ``file:line``.
+    Blank lines are skipped. Errors are :class:`DataDirError` naming ``file:line``; a file
+    without records is one unless ``allow_empty`` (a run that wrote nothing yet).
 
     A last line without its newline (a killed run) is an error, or with ``repair`` dropped from
     the file with a warning (resuming a run).
@@ -273,6 +275,8 @@ def read_targets(path: str | os.PathLike, required: Iterable[str] = ("id",), rep
         if "prompt" in rec and (not isinstance(rec["prompt"], str) or rec["prompt"].count(PLACEHOLDER) != 1):
             raise DataDirError(path, lineno, f"'prompt' must hold {PLACEHOLDER} once, got {rec['prompt']!r}")
         records.append(rec)
+    if not records and not allow_empty:
+        raise DataDirError(path, None, "no examples")
     return records
 
 

@@ -205,9 +205,10 @@ def format_summary(result: dict) -> str:
 NO_SPEAKER = "(no speaker)"
 
 
-def per_speaker_scores(refs: dict[str, str], per_utt: list[UttScore], utt2spk: dict[str, str]) -> dict[str, dict]:
-    """WER/CER per speaker ``{spk: {wer, cer, num_utts, num_ref_words, word_errors}}``, speakers
-    sorted; utterances that ``utt2spk`` lacks are pooled under :data:`NO_SPEAKER`."""
+def per_speaker_scores(per_utt: list[UttScore], utt2spk: dict[str, str]) -> dict[str, dict]:
+    """WER/CER per speaker ``{spk: {wer, cer, num_utts, num_ref_words, word_errors}}`` from the
+    already normalized and aligned ``per_utt``, speakers sorted; utterances that ``utt2spk``
+    lacks are pooled under :data:`NO_SPEAKER`."""
     groups: dict[str, list[UttScore]] = {}
     for s in per_utt:
         groups.setdefault(utt2spk.get(s.utt_id, NO_SPEAKER), []).append(s)
@@ -216,8 +217,7 @@ def per_speaker_scores(refs: dict[str, str], per_utt: list[UttScore], utt2spk: d
         utts = groups[spk]
         ref_words = sum(len(s.ref) for s in utts)
         errors = sum(s.num_errors for s in utts)
-        chars = jiwer.process_characters([normalize_text(refs[s.utt_id]) for s in utts],
-                                         [" ".join(s.hyp) for s in utts])
+        chars = jiwer.process_characters([" ".join(s.ref) for s in utts], [" ".join(s.hyp) for s in utts])
         char_ref = chars.hits + chars.substitutions + chars.deletions
         out[spk] = {"wer": _percent(errors, ref_words),
                     "cer": _percent(chars.substitutions + chars.deletions + chars.insertions, char_ref),
@@ -272,7 +272,7 @@ def score_dir(ref_text_path: str | os.PathLike, hyp_text_path: str | os.PathLike
         result["truncated_hyp_utts"] = truncated
     utt2spk_path = ref_text_path.parent / "utt2spk"
     if utt2spk_path.is_file():
-        result["per_speaker"] = per_speaker_scores(refs, per_utt, read_utt2spk(utt2spk_path))
+        result["per_speaker"] = per_speaker_scores(per_utt, read_utt2spk(utt2spk_path))
     result = {
         "data_set": ref_text_path.parent.name,
         "ref": str(ref_text_path),
