@@ -39,6 +39,7 @@ from speechllm.train.checkpoint import load_model_state_dict
 from speechllm.train.trainer import AMP_DTYPES, amp_enabled
 from speechllm.utils.config import atomic_write_text, load_yaml
 from speechllm.utils.git import git_commit
+from speechllm.utils.machine import cpu_model
 from speechllm.utils.logging_utils import setup_logging
 
 log = logging.getLogger("bench")
@@ -48,14 +49,7 @@ FRAME_SHIFT_S = 0.01
 
 def machine_description(device: str) -> dict:
     """CPU model, cores, memory, accelerator and library versions: what a timing depends on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     desc = {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),

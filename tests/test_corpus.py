@@ -46,11 +46,28 @@ def test_rate_changes_duration():
     assert len(slow) > 1.3 * len(fast)
 
 
+def _mean_spectral_centroid(wave: np.ndarray) -> float:
+    frames = np.lib.stride_tricks.sliding_window_view(wave, 512)[::256] * np.hanning(512)
+    mag = np.abs(np.fft.rfft(frames, axis=1))
+    loud = mag.sum(1) > 0.1 * mag.sum(1).max()
+    return float((mag[loud] @ np.fft.rfftfreq(512, 1 / SAMPLE_RATE)).sum() / mag[loud].sum())
+
+
+def test_timbre_moves_formants_but_keeps_duration():
+    ok, why = voice_available("festival_ked")
+    if not ok:
+        pytest.skip(why)
+    plain, higher = (synthesize(SENTENCE, "festival_ked", timbre=t) for t in (0.0, 3.0))
+    assert abs(len(higher) / len(plain) - 1) < 0.1  # the engine spoke slower, sox sped it back up
+    # +3 semitones = formants x1.19: the spectrum's centre of mass rises by about that much
+    assert 1.08 < _mean_spectral_centroid(higher) / _mean_spectral_centroid(plain) < 1.3
+
+
 def test_batch_failure_is_reported_per_item():
     ok, why = voice_available("festival_ked")
     if not ok:
         pytest.skip(why)
-    out = synthesize_batch([(SENTENCE, 1.0, 0.0), ("   ", 1.0, 0.0), ("Amen.", 1.0, 0.0)], "festival_ked")
+    out = synthesize_batch([(SENTENCE, 1.0, 0.0, 0.0), ("   ", 1.0, 0.0, 0.0), ("Amen.", 1.0, 0.0, 1.5)], "festival_ked")
     assert isinstance(out[1], SynthesisError) and "empty text" in str(out[1])
     assert all(isinstance(w, np.ndarray) and len(w) > 0 for w in (out[0], out[2]))
 
@@ -135,3 +152,7 @@ def test_plan_keeps_test_voices_out_of_train_and_is_reproducible(kjv_pool):
     assert all(p.utt_id.startswith(p.voice + "-") for p in plans)
     assert plan_digest(plans) == plan_digest(plan_corpus(verses, num, voice_split(), seed=1))
     assert plan_digest(plans) != plan_digest(plan_corpus(verses, num, voice_split(), seed=2))
+    # held-out voices are tested as they are; training voices get timbre shifts
+    assert all(p.timbre == 0.0 for p in by_split["test"])
+    train_timbres = [p.timbre for p in by_split["train"]]
+    assert all(-2.0 <= t <= 2.0 for t in train_timbres) and len(set(train_timbres)) > 10

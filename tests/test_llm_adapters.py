@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechllm.llm.adapters import apply_freezing, apply_lora, canonical_name, merge_and_export
+from speechllm.llm.adapters import apply_freezing, apply_lora, canonical_name, merge_and_export, scale_lora
 from speechllm.llm.loading import load_causal_lm
 from speechllm.llm.prompting import AUDIO_PLACEHOLDER as AUDIO
 from speechllm.models.speech_llm import SpeechLLM
@@ -138,3 +138,22 @@ def test_export_needs_the_build_config(llama_dir, tmp_path):
         merge_and_export(bare, tmp_path / "a")
     merge_and_export(bare, tmp_path / "b", config=model.config)  # the training config.yaml, given
     assert SpeechLLM.from_exported(tmp_path / "b").config["projector"] == "linear"
+
+
+def test_lora_scale_zero_is_the_llm_without_adapters(llama_dir):
+    model = tiny_speech_llm(llama_dir, lora=LORA, freeze=["encoder.*"]).eval()
+    _randomize_lora(model)
+    batch = _batch(model.tokenizer)
+    with torch.no_grad():
+        trained = model(batch)[0]
+        with model.llm.disable_adapter():
+            base = model(batch)[0]
+        assert scale_lora(model, 1.0) == 2 * model.llm.config.num_hidden_layers  # q and v per layer
+        torch.testing.assert_close(model(batch)[0], trained)
+        scale_lora(model, 0.0)
+        torch.testing.assert_close(model(batch)[0], base)
+    assert not torch.allclose(base, trained)
+    plain = tiny_speech_llm(llama_dir, lora=None, freeze=["encoder.*"])
+    assert scale_lora(plain, 1.0) == 0
+    with pytest.raises(ConfigError, match="no LoRA layers"):
+        scale_lora(plain, 0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechllm.nets.projectors import PROJECTORS, Conv1dProjector, LinearProjector, QFormerProjector
+from speechllm.nets.projectors import PROJECTORS, Conv1dProjector, CTCPoolProjector, LinearProjector, QFormerProjector
 from speechllm.utils.config import ConfigError
 
 D_IN, D_OUT = 12, 16
@@ -95,3 +95,72 @@ def test_bad_options_raise_config_error():
         Conv1dProjector(4, 4, downsample=4, kernel_size=2)
     with pytest.raises(ConfigError, match="num_heads"):
         QFormerProjector(4, 4, d_model=6, num_heads=4)
+
+
+# --- ctc_pool -----------------------------------------------------------------------------------
+def _ctc_pool(tmp_path, vocab: int = 4) -> CTCPoolProjector:
+    """A ctc_pool projector whose CTC head labels a frame by the argmax of its first ``vocab`` dims."""
+    head = torch.zeros(vocab, D_IN)
+    head[:, :vocab] = torch.eye(vocab)
+    path = tmp_path / "asr.pt"
+    torch.save({"model": {"ctc.ctc_lo.weight": head, "ctc.ctc_lo.bias": torch.zeros(vocab)}}, path)
+    torch.manual_seed(0)
+    return CTCPoolProjector(D_IN, D_OUT, ctc_init=str(path), hidden_size=8).eval()
+
+
+def _frames(labels: list[int]) -> torch.Tensor:
+    x = torch.rand(len(labels), D_IN) * 0.1
+    for t, lab in enumerate(labels):
+        x[t, lab] += 1.0
+    return x
+
+
+def test_ctc_pool_averages_each_token_run_and_drops_blanks(tmp_path):
+    proj = _ctc_pool(tmp_path)
+    labels = [0, 1, 1, 0, 2, 2, 2, 1, 0, 1, 0]  # runs: 1 1 | 2 2 2 | 1 | (blank) 1 -> 4 tokens
+    x = _frames(labels)
+    y, n = proj(x[None], torch.tensor([len(labels)]))
+    assert n.tolist() == [4] and y.shape == (1, 4, D_OUT)
+    expected = torch.stack([x[1:3].mean(0), x[4:7].mean(0), x[7], x[9]])
+    torch.testing.assert_close(y[0], proj.mlp(expected))
+    assert (proj.output_lengths(torch.tensor([len(labels)])) >= n).all()
+
+
+def test_ctc_pool_all_blank_span_gives_one_embedding_and_padding_does_not_matter(tmp_path):
+    proj = _ctc_pool(tmp_path)
+    a, blank = _frames([0, 2, 2, 0, 3]), _frames([0, 0, 0])
+    alone, _ = proj(a[None], torch.tensor([5]))
+    x = torch.zeros(3, 9, D_IN)
+    x[0, :5], x[1, :3] = a, blank
+    x[0, 5:] = 7.0  # padding that would be a token if it counted
+    y, n = proj(x, torch.tensor([5, 3, 0]))
+    assert n.tolist() == [2, 1, 0]
+    torch.testing.assert_close(y[0, :2], alone[0])
+    torch.testing.assert_close(y[1, 0], proj.mlp(blank.mean(0)))
+    assert (y[0, 2:] == 0).all() and (y[2] == 0).all()
+
+
+def test_ctc_pool_trains_the_mlp_only_and_exports_without_the_asr_file(tmp_path):
+    proj = _ctc_pool(tmp_path).train()
+    assert {n for n, _ in proj.named_parameters()} == {n for n, _ in proj.mlp.named_parameters(prefix="mlp")}
+    y, _ = proj(_frames([1, 0, 2])[None].requires_grad_(), torch.tensor([3]))
+    y.sum().backward()
+    assert all(p.grad is not None for p in proj.parameters())
+    conf = proj.exported_conf({"ctc_init": "asr.pt", "hidden_size": 8})
+    assert conf == {"hidden_size": 8, "vocab_size": 4}
+    rebuilt = CTCPoolProjector(D_IN, D_OUT, **conf)
+    rebuilt.load_state_dict(proj.state_dict())
+    torch.testing.assert_close(rebuilt.ctc_weight, proj.ctc_weight)
+
+
+def test_ctc_pool_bad_options(tmp_path):
+    with pytest.raises(ConfigError, match="ctc_init"):
+        CTCPoolProjector(D_IN, D_OUT)
+    torch.save({"model": {"encoder.w": torch.zeros(1)}}, tmp_path / "noctc.pt")
+    with pytest.raises(ConfigError, match="no CTC head"):
+        CTCPoolProjector(D_IN, D_OUT, ctc_init=str(tmp_path / "noctc.pt"))
+    torch.save({"ctc.ctc_lo.weight": torch.zeros(4, D_IN + 1), "ctc.ctc_lo.bias": torch.zeros(4)}, tmp_path / "d.pt")
+    with pytest.raises(ConfigError, match="reads 13-dim"):
+        CTCPoolProjector(D_IN, D_OUT, ctc_init=str(tmp_path / "d.pt"))
+    with pytest.raises(ConfigError, match="blank_id"):
+        CTCPoolProjector(D_IN, D_OUT, vocab_size=4, blank_id=4)

@@ -102,16 +102,21 @@ def test_jobs_decode_every_utterance_deterministically(setup, tmp_path):
         assert int(n) <= int(3 + 10 * frames * 0.01) and stopped in ("0", "1")
 
 
-def test_export_decodes_like_the_experiment(setup, tmp_path):
-    _, exp, _, dev_dir = setup
-    assert sllm_export.main(["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"),
+def export_and_compare_decodings(exp: Path, checkpoint: Path, dev_dir: Path, tmp_path: Path) -> Path:
+    """Export the model, decode dev from the experiment and from the export; the texts must match."""
+    assert sllm_export.main(["--exp_dir", str(exp), "--checkpoint", str(checkpoint),
                              "--out_dir", str(tmp_path / "export")]) == 0
-    assert (tmp_path / "export" / "llm" / "config.json").is_file()
     common = ["--data_dir", str(dev_dir), "--max_new_tokens_base", "4", "--max_new_tokens_per_second", "10"]
-    decode(common + ["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"),
-                     "--output_dir", str(tmp_path / "exp_out")])
+    decode(common + ["--exp_dir", str(exp), "--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "exp_out")])
     decode(common + ["--model_dir", str(tmp_path / "export"), "--output_dir", str(tmp_path / "export_out")])
     assert (tmp_path / "exp_out" / "text.1").read_text() == (tmp_path / "export_out" / "text.1").read_text()
+    return tmp_path / "export"
+
+
+def test_export_decodes_like_the_experiment(setup, tmp_path):
+    _, exp, _, dev_dir = setup
+    export = export_and_compare_decodings(exp, exp / "valid.acc.ave.pt", dev_dir, tmp_path)
+    assert (export / "llm" / "config.json").is_file()
 
 
 def test_bad_prompt_and_unknown_option_are_clear_errors(setup, tmp_path, capsys):
@@ -149,3 +154,34 @@ def test_specaug_stays_active_in_front_of_a_frozen_encoder(setup):
     assert torch.equal(c, d)
     e, _ = asr.eval().encoder(feats, lens)
     assert torch.allclose(c, e)  # no augmentation at inference
+
+
+def test_ctc_pool_reads_the_encoders_asr_head_and_survives_export(setup, tmp_path):
+    # the MTBI configuration of the paper: frozen LLM (no LoRA), only the token-rate projector trains
+    root, exp, asr, dev_dir = setup
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    config.update(projector="ctc_pool", projector_conf={"hidden_size": 16}, lora=None,
+                  freeze=["encoder.*", "llm.*"])
+    model = sllm.build_model(config).eval()
+    assert torch.equal(model.projector.ctc_weight, asr.ctc.ctc_lo.weight)  # ctc_init = encoder_init
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"projector"}
+    torch.save({"model": model.checkpoint_state_dict()}, tmp_path / "ckpt.pt")
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "config.yaml").write_text(yaml.safe_dump(config))
+    export = export_and_compare_decodings(tmp_path / "exp", tmp_path / "ckpt.pt", dev_dir, tmp_path)
+    exported = yaml.safe_load((export / "config.yaml").read_text())
+    assert exported["projector_conf"] == {"hidden_size": 16, "vocab_size": VOCAB}
+
+
+def test_lora_scale_decodes_and_needs_lora(setup, tmp_path, capsys):
+    _, exp, _, dev_dir = setup
+    common = ["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"), "--data_dir", str(dev_dir),
+              "--max_new_tokens_base", "4", "--max_new_tokens_per_second", "10"]
+    decode(common + ["--output_dir", str(tmp_path / "full")])
+    decode(common + ["--output_dir", str(tmp_path / "half"), "--lora_scale", "0.5"])
+    assert "lora_scale: 0.5" in (tmp_path / "half" / "decode_config.yaml").read_text()
+    assert sllm_export.main(["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"),
+                             "--out_dir", str(tmp_path / "export")]) == 0
+    assert sllm_inference.main(["--model_dir", str(tmp_path / "export"), "--data_dir", str(dev_dir),
+                                "--output_dir", str(tmp_path / "x"), "--lora_scale", "0.5"]) == 1
+    assert "no LoRA layers" in capsys.readouterr().err

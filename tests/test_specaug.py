@@ -1,10 +1,13 @@
 """SpecAugment: masks only in train mode, only inside each utterance's valid frames."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from speechllm.features.specaug import SpecAugment
+from speechllm.features.fbank import compute_fbank
+from speechllm.features.specaug import SpecAugment, mel_warp
 
 
 def batch(lengths=(100, 60), dim=40) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,3 +69,31 @@ def test_time_warp_keeps_length_and_padding():
 def test_time_masks_need_a_width_bound():
     with pytest.raises(ValueError, match="max_time_width or max_time_ratio"):
         SpecAugment(max_time_width=None, max_time_ratio=None)
+
+
+def test_mel_warp_identity_at_alpha_one():
+    x, _ = batch(lengths=(30, 30))
+    y = mel_warp(x, torch.ones(2), sample_rate=16000)
+    assert torch.allclose(y, x, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.12])
+def test_mel_warp_moves_a_tone_like_a_scaled_frequency(alpha):
+    # the fbank of a 1 kHz tone, warped by alpha, peaks where the fbank of an alpha kHz tone does
+    t = torch.arange(16000) / 16000
+    tone = lambda hz: compute_fbank(0.5 * torch.sin(2 * math.pi * hz * t), 16000)
+    warped = mel_warp(tone(1000.0)[None], torch.tensor([alpha]))[0]
+    assert int(warped.mean(0).argmax()) == int(tone(1000.0 * alpha).mean(0).argmax())
+    assert int(warped.mean(0).argmax()) != int(tone(1000.0).mean(0).argmax())
+
+
+def test_freq_warp_changes_values_keeps_padding_and_is_off_in_eval():
+    torch.manual_seed(0)
+    aug = SpecAugment(num_freq_masks=0, num_time_masks=0, freq_warp=0.1).train()
+    x, lengths = batch()
+    y = aug(x, lengths)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    assert torch.equal(y[1, 60:], x[1, 60:])  # padding frames (zeros) stay zeros
+    assert aug.eval()(x, lengths) is x
+    with pytest.raises(ValueError, match="freq_warp"):
+        SpecAugment(freq_warp=-0.1)

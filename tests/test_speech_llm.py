@@ -212,3 +212,27 @@ def test_shapes_and_rates_are_checked(llama_dir):
     with pytest.raises(ConfigError, match="100 audio embeddings per second"):
         SpeechLLM(enc, LinearProjector(16, 64, downsample=1), model.llm, model.tokenizer)
     SpeechLLM(enc, LinearProjector(16, 64, downsample=1), model.llm, model.tokenizer, downsample_check=False)
+
+
+def test_ctc_pool_spans_train_a_frozen_llm(llama_dir):
+    # token-rate audio: each span (interleaved ones too) gets as many embeddings as CTC tokens
+    model = tiny_speech_llm(llama_dir, projector="ctc_pool", projector_conf={"vocab_size": 5, "hidden_size": 8},
+                            freeze=["encoder.*", "llm.*"])
+    torch.manual_seed(0)
+    model.projector.ctc_weight.normal_()
+    batch = _train_batch(model.tokenizer)
+    pieces = model.audio_embeddings(batch)
+    enc, enc_lens = model.encoder(batch["feats"], batch["feats_lens"])
+    frames = embeddings = 0
+    for spans, embs in zip(batch["audio_spans"], pieces):
+        for (n, start, end), emb in zip(spans, embs):
+            end = int(enc_lens[n]) if end == -1 else end
+            _, count = model.projector.segments(enc[n:n + 1, start:end], torch.tensor([end - start]))
+            assert len(emb) == int(count) >= 1
+            frames, embeddings = frames + end - start, embeddings + len(emb)
+    assert embeddings < frames  # runs of one label became one embedding
+    model.train()
+    loss, _ = model(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None} == {"projector"}

@@ -45,6 +45,7 @@ from speechllm.bin.asr_inference import DecodeInputs, audio_inputs, feature_inpu
 from speechllm.data.datadir import DataDirError
 from speechllm.data.dataset import pad_sequences
 from speechllm.data.fix_datadir import share_of
+from speechllm.llm.adapters import scale_lora
 from speechllm.llm.prompting import render_prompt_pieces
 from speechllm.mtbi.targets import read_targets
 from speechllm.tasks import sllm
@@ -66,6 +67,7 @@ DECODE_DEFAULTS: dict[str, Any] = {
     "max_new_tokens_min": None,     # --prompts_jsonl: per-task lower bounds {task: N} ("task=N,task=N")
     "prompt": None,                 # wording with {text}; None: the config's first training wording
     "system_prompt": None,          # None: the training config's
+    "lora_scale": 1.0,              # LoRA updates x this (llm.adapters.scale_lora); needs --exp_dir
     "batch_size": 8,
     "seed": 0,                      # sample mode
     "device": "cpu",
@@ -244,6 +246,9 @@ def decode(args: argparse.Namespace, opts: dict) -> None:
     """Decode this job's share of the data dir (or of ``--prompts_jsonl``) and write ``text.JOB`` /
     ``gen_info.JOB``."""
     model, config = load_model(args)
+    if opts["lora_scale"] != 1.0:
+        n = scale_lora(model, opts["lora_scale"])
+        log.info("LoRA updates scaled by %g in %d layers", opts["lora_scale"], n)
     model.to(opts["device"])
     system = opts["system_prompt"] if opts["system_prompt"] is not None else config.get("system_prompt")
     if args.prompts_jsonl is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from speechllm.scoring.results import collect_rows, stage_time_lines, write_results_md
 from speechllm.utils.git import git_commit
+from speechllm.utils.machine import cpu_model
 from speechllm.utils.logging_utils import setup_logging
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = Path(args.recipe).resolve()
         header.append(f"Recipe: {'/'.join(recipe.parts[-3:])}")
     header.append(f"Written: {datetime.datetime.now().isoformat(timespec='seconds')}, "
-                  f"commit {git_commit(Path(__file__).parent)}, {os.cpu_count()} CPU cores visible")
+                  f"commit {git_commit(Path(__file__).parent)}, {os.cpu_count()} CPU cores visible ({cpu_model()})")
     if args.stage_times:
         if Path(args.stage_times).is_file():
             header += stage_time_lines(args.stage_times)

@@ -1,8 +1,9 @@
 """Plan, synthesize and write a synthetic speech corpus as Kaldi data dirs.
 
 1. :func:`plan_corpus` decides, in one seeded pass, every utterance: verse, voice, speaking
-   rate, pitch, noise colour and SNR, output level. The plan alone fixes the corpus, so the
-   result does not depend on ``nj`` or on the order in which workers finish.
+   rate, pitch, timbre (formant shift), noise colour and SNR, output level. The plan alone
+   fixes the corpus, so the result does not depend on ``nj`` or on the order in which workers
+   finish.
 2. :func:`synthesize_corpus` renders the plan in ``nj`` processes (TTS -> noise -> level ->
    16-bit wav, written atomically) with a progress bar; a wav that already exists for the same
    plan is reused. Failures are collected with their messages, never dropped silently.
@@ -43,7 +44,10 @@ class Conditions:
     """Ranges the per-utterance conditions are drawn from (uniformly unless stated)."""
 
     rate: tuple[float, float] = (0.9, 1.2)       # speed factor
-    pitch: tuple[float, float] = (-2.0, 2.0)     # semitones
+    pitch: tuple[float, float] = (-2.0, 2.0)     # F0 shift, semitones
+    # formant shift, semitones (tts_voices module doc): +-2 is +-12% formant frequencies, about
+    # the spread between adult speakers of one sex. Not applied to plan_corpus's natural_splits.
+    timbre: tuple[float, float] = (-2.0, 2.0)
     snrs: tuple[float | None, ...] = (None, 20.0, 15.0, 10.0)  # None = clean; equally likely
     noise_kinds: tuple[str, ...] = ("white", "pink", "brown")
     peak_db: tuple[float, float] = (-12.0, -1.0)  # output peak level, dBFS
@@ -61,6 +65,7 @@ class UttPlan:
     voice: str
     rate: float
     pitch: float
+    timbre: float      # formant shift, semitones (0 = the voice as it is)
     noise: str         # "none" or a noise colour
     snr_db: float | None
     peak_db: float
@@ -83,11 +88,14 @@ def _weighted_voice(rng: random.Random, voices: Sequence[str], avoid: str | None
 def plan_corpus(split_verses: Mapping[str, Sequence[Verse]], num_utts: Mapping[str, int],
                 split_voices: Mapping[str, Sequence[str]], seed: int,
                 conditions: Conditions = Conditions(),
-                balanced_splits: Container[str] = ("test",)) -> list[UttPlan]:
+                balanced_splits: Container[str] = ("test",),
+                natural_splits: Container[str] = ("test",)) -> list[UttPlan]:
     """Plan ``num_utts[split]`` utterances per split from that split's verses and voices.
 
     Voices are drawn by their registry ``weight``, except in ``balanced_splits`` (the test set),
-    which cycle through their voices so that each held-out voice gets the same share. When a
+    which cycle through their voices so that each held-out voice gets the same share. Voices
+    in ``natural_splits`` (the test set) keep their own timbre: a held-out voice is tested as
+    it is; elsewhere each utterance gets a timbre from ``conditions.timbre``. When a
     split needs more utterances than it has verses, verses are reused with a different voice
     (utterance ids get an ``_r<k>`` suffix).
     """
@@ -111,12 +119,14 @@ def plan_corpus(split_verses: Mapping[str, Sequence[Verse]], num_utts: Mapping[s
                 voice = _weighted_voice(rng, voices, avoid=last_voice.get(verse.ref))
             last_voice[verse.ref] = voice
             snr = rng.choice(conditions.snrs)
+            timbre = 0.0 if split in natural_splits else round(rng.uniform(*conditions.timbre), 2)
             plans.append(UttPlan(
                 utt_id=f"{voice}-{verse.id_part}" + (f"_r{rep}" if rep else ""),
                 split=split, verse_ref=verse.ref, text=verse.text, transcript=verse.transcript,
                 voice=voice,
                 rate=round(rng.uniform(*conditions.rate), 3),
                 pitch=round(rng.uniform(*conditions.pitch), 2),
+                timbre=timbre,
                 noise="none" if snr is None else rng.choice(conditions.noise_kinds),
                 snr_db=snr,
                 peak_db=round(rng.uniform(*conditions.peak_db), 2),
@@ -143,7 +153,8 @@ def finish_utterance(plan: UttPlan, wave: np.ndarray) -> np.ndarray:
 
 def render_utterance(plan: UttPlan) -> np.ndarray:
     """Synthesize, add noise and set the level of one planned utterance (16 kHz float32)."""
-    return finish_utterance(plan, synthesize(plan.text, plan.voice, rate=plan.rate, pitch=plan.pitch))
+    return finish_utterance(plan, synthesize(plan.text, plan.voice, rate=plan.rate, pitch=plan.pitch,
+                                             timbre=plan.timbre))
 
 
 def wav_path(audio_dir: str | os.PathLike, plan: UttPlan) -> Path:
@@ -179,7 +190,7 @@ def _render_batch(args: tuple[list[UttPlan], str, bool]) -> list[dict]:
         return statuses
     t0 = time.perf_counter()
     try:
-        waves = synthesize_batch([(p.text, p.rate, p.pitch) for p, _, _ in todo], todo[0][0].voice)
+        waves = synthesize_batch([(p.text, p.rate, p.pitch, p.timbre) for p, _, _ in todo], todo[0][0].voice)
     except Exception as e:  # a worker must report, not die: every item gets the error
         waves = [SynthesisError(f"{type(e).__name__}: {e}")] * len(todo)
     synth_s = time.perf_counter() - t0  # TTS (+ sox) only; noise and writing are not counted
@@ -281,8 +292,9 @@ def write_data_dirs(plans: Sequence[UttPlan], statuses: Sequence[dict], data_dir
             utt2dur={p.utt_id: ok[p.utt_id]["duration"] for p in split_plans},
         )
         write_data_dir(dd, data_dir / split)
-        header = "utt_id\tverse\tvoice\trate\tpitch_semitones\tnoise\tsnr_db\tpeak_dbfs\tduration_s\n"
-        rows = [f"{p.utt_id}\t{p.verse_ref}\t{p.voice}\t{p.rate}\t{p.pitch}\t{p.noise}\t"
+        header = ("utt_id\tverse\tvoice\trate\tpitch_semitones\ttimbre_semitones\tnoise\tsnr_db\tpeak_dbfs"
+                  "\tduration_s\n")
+        rows = [f"{p.utt_id}\t{p.verse_ref}\t{p.voice}\t{p.rate}\t{p.pitch}\t{p.timbre}\t{p.noise}\t"
                 f"{'clean' if p.snr_db is None else p.snr_db}\t{p.peak_db}\t{ok[p.utt_id]['duration']:.3f}\n"
                 for p in sorted(split_plans, key=lambda p: p.utt_id)]
         atomic_write_text(data_dir / "local" / "utt_info" / f"{split}.tsv", header + "".join(rows))

@@ -12,8 +12,9 @@ that they can be speaker ids and utterance-id prefixes (``<voice>-<rest>``) in d
   ``cmu_us_slt_arctic_hts`` is a US female HMM (HTS) voice at 32 kHz.
 
 :func:`synthesize` takes engine-neutral controls: ``rate`` is a speed factor (1.0 = the
-voice's default, 1.2 = 20% faster) and ``pitch`` a shift in semitones. How each engine
-realizes them:
+voice's default, 1.2 = 20% faster), ``pitch`` a shift of F0 in semitones and ``timbre`` a shift
+of the formants in semitones (a shorter or longer vocal tract: a new speaker from the same
+voice). How each engine realizes rate and pitch:
 
 ========================  ========================================  ==================================
 engine                    rate                                      pitch
@@ -25,6 +26,11 @@ festival diphone          voice's ``Duration_Stretch`` / rate       ``int_lr_par
 festival hts              hts_engine ``-r rate``                    ``sox pitch 100*pitch`` (this
                                                                     festival ignores hts ``-fm``)
 ========================  ========================================  ==================================
+
+Timbre ``t`` (factor ``a = 2^(t/12)``) is the same for every engine: the engine speaks at rate
+``rate / a`` and pitch ``pitch - t``, then ``sox speed a`` resamples the whole signal (formants,
+F0 and tempo scale by ``a``), which brings rate and F0 back to the requested ones with the
+formants moved. Resampling adds no artifacts, unlike a pitch-shifting (WSOLA) effect.
 
 Output is always 16 kHz mono float32; other rates are converted with ``sox``. Festival runs
 as ``festival -b script.scm`` (what ``text2wave`` does internally), one process per batch.
@@ -61,8 +67,10 @@ VOICES: dict[str, dict] = {
     "espeak_enus_f4": {"engine": "espeak-ng", "voice": "en-us+f4", "weight": 1.0},
     # festival: two diphone voices (one for training, one held out) and one HTS voice.
     # Weight 2: three festival voices against eleven espeak ones would otherwise leave the
-    # diphone/HTS sound a small minority of the training data.
-    "festival_ked": {"engine": "festival", "voice": "ked_diphone", "method": "diphone", "weight": 2.0},
+    # diphone/HTS sound a small minority of the training data. ked, weight 3, is the only
+    # diphone speaker training has: with timbre shifts (synth_corpus.Conditions) it stands in
+    # for the many diphone speakers a held-out one (kal) could sound like.
+    "festival_ked": {"engine": "festival", "voice": "ked_diphone", "method": "diphone", "weight": 3.0},
     "festival_slt": {"engine": "festival", "voice": "cmu_us_slt_arctic_hts", "method": "hts", "weight": 2.0},
     "festival_kal": {"engine": "festival", "voice": "kal_diphone", "method": "diphone", "weight": 2.0},
 }
@@ -182,16 +190,19 @@ def _festival_script(spec: dict, items: Sequence[tuple[str, float, float]], outs
     return "\n".join(lines) + "\n"
 
 
-def _to_16k(raw: Path, tmp: Path, voice_id: str, sox_pitch: float | None) -> np.ndarray:
-    """Read an engine's wav as 16 kHz mono float32, through sox when it is not that already."""
+def _to_16k(raw: Path, tmp: Path, voice_id: str, sox_pitch: float | None, speed: float = 1.0) -> np.ndarray:
+    """Read an engine's wav as 16 kHz mono float32, through sox (pitch shift in semitones,
+    then resampling by ``speed``) when it is not that already."""
     if not raw.is_file() or raw.stat().st_size <= 44:
         raise SynthesisError(f"{voice_id}: no audio written to {raw.name}")
     info = sf.info(str(raw))
-    if info.samplerate != SAMPLE_RATE or info.channels != 1 or sox_pitch:
+    if info.samplerate != SAMPLE_RATE or info.channels != 1 or sox_pitch or speed != 1.0:
         out = tmp / f"{raw.stem}.16k.wav"
         sox = ["sox", str(raw), "-c", "1", "-b", "16", str(out)]
         if sox_pitch:
             sox += ["pitch", f"{100 * sox_pitch:.0f}"]
+        if speed != 1.0:
+            sox += ["speed", f"{speed:.5f}"]
         _run(sox + ["rate", "-h", str(SAMPLE_RATE)], voice_id)
         raw = out
     wave, sr = sf.read(str(raw), dtype="float32", always_2d=True)
@@ -201,9 +212,17 @@ def _to_16k(raw: Path, tmp: Path, voice_id: str, sox_pitch: float | None) -> np.
     return wave
 
 
-def synthesize_batch(items: Sequence[tuple[str, float, float]], voice_id: str
+def _engine_controls(rate: float, pitch: float, timbre: float) -> tuple[float, float, float]:
+    """``(engine rate, engine pitch, sox speed)`` that realize rate, pitch and timbre (module doc)."""
+    if abs(timbre) < 1e-3:
+        return rate, pitch, 1.0
+    speed = 2.0 ** (timbre / 12.0)
+    return rate / speed, pitch - timbre, speed
+
+
+def synthesize_batch(items: Sequence[tuple[str, float, float, float]], voice_id: str
                      ) -> list[np.ndarray | SynthesisError]:
-    """Speak several ``(text, rate, pitch)`` items with one voice (see :func:`synthesize`).
+    """Speak several ``(text, rate, pitch, timbre)`` items with one voice (see :func:`synthesize`).
 
     Festival runs once for the whole batch (its start-up, ~0.12 s, would otherwise dominate:
     ~10x faster for diphone voices); an item the batch did not produce is retried alone, so a
@@ -214,14 +233,16 @@ def synthesize_batch(items: Sequence[tuple[str, float, float]], voice_id: str
     with tempfile.TemporaryDirectory(prefix="tts_") as tmp_name:
         tmp = Path(tmp_name)
         raws = [tmp / f"item{i}.wav" for i in range(len(items))]
-        if spec["engine"] == "festival" and len(items) > 1 and all(tts_input_text(t) for t, _, _ in items):
+        controls = [_engine_controls(rate, pitch, timbre) for _, rate, pitch, timbre in items]
+        engine_items = [(text, r, p) for (text, *_), (r, p, _) in zip(items, controls)]
+        if spec["engine"] == "festival" and len(items) > 1 and all(tts_input_text(t) for t, *_ in items):
             script = tmp / "batch.scm"
-            script.write_text(_festival_script(spec, items, raws), encoding="utf-8")
+            script.write_text(_festival_script(spec, engine_items, raws), encoding="utf-8")
             try:
                 _run(["festival", "-b", str(script)], voice_id)
             except SynthesisError:
                 pass  # items without output are retried one by one below
-        for (text, rate, pitch), raw in zip(items, raws):
+        for (text, rate, pitch), (_, _, speed), raw in zip(engine_items, controls, raws):
             sox_pitch = pitch if spec.get("method") == "hts" and abs(pitch) > 1e-3 else None
             try:
                 if not tts_input_text(text):
@@ -235,26 +256,27 @@ def synthesize_batch(items: Sequence[tuple[str, float, float]], voice_id: str
                         _run(["festival", "-b", str(script)], voice_id)
                     else:
                         raise SynthesisError(f"{voice_id}: unknown engine {spec['engine']}")
-                results.append(_to_16k(raw, tmp, voice_id, sox_pitch))
+                results.append(_to_16k(raw, tmp, voice_id, sox_pitch, speed))
             except SynthesisError as e:
                 results.append(SynthesisError(f"{e} (text '{text[:50]}')"))
     return results
 
 
-def synthesize(text: str, voice_id: str, rate: float = 1.0, pitch: float = 0.0) -> np.ndarray:
+def synthesize(text: str, voice_id: str, rate: float = 1.0, pitch: float = 0.0, timbre: float = 0.0) -> np.ndarray:
     """Speak ``text`` with voice ``voice_id``; returns 16 kHz mono float32 samples.
 
     Args:
         text: the sentence, with its punctuation (engines use it for phrasing).
         voice_id: a key of :data:`VOICES`.
         rate: speed factor, 1.0 = the voice's default (see the module table).
-        pitch: shift in semitones, 0 = the voice's default.
+        pitch: F0 shift in semitones, 0 = the voice's default.
+        timbre: formant shift in semitones, 0 = the voice's own (module doc).
 
     Raises:
         KeyError: unknown voice id.
         SynthesisError: the engine or sox failed, or the audio is empty.
     """
-    result = synthesize_batch([(text, rate, pitch)], voice_id)[0]
+    result = synthesize_batch([(text, rate, pitch, timbre)], voice_id)[0]
     if isinstance(result, SynthesisError):
         raise result
     return result

@@ -1,4 +1,5 @@
-"""SpecAugment (Park et al., 2019): time warp, frequency masks and time masks on [B, T, D].
+"""SpecAugment (Park et al., 2019): time warp, frequency masks and time masks on [B, T, D],
+plus an optional vocal-tract-length warp of the mel axis (VTLP, Jaitly & Hinton, 2013).
 
 Active only in ``.train()`` mode. Everything stays inside each utterance's valid frames
 (``lengths``), so padding is never touched and short utterances get proportionally short
@@ -7,9 +8,36 @@ seeding torch makes it reproducible.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _kaldi_mel(hz: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(hz / 700.0)
+
+
+def mel_warp(x: torch.Tensor, alpha: torch.Tensor, sample_rate: int = 16000, low_freq: float = 20.0) -> torch.Tensor:
+    """Warp log-mel features ``[B, T, D]`` as if each utterance's frequencies were scaled by
+    ``alpha[b]`` (a speaker with a ``1/alpha`` times longer vocal tract): output bin ``i`` takes
+    the value the input has at ``f_i / alpha``, linearly interpolated between bins, on the mel
+    scale of Kaldi's fbank (``D`` bins equally spaced in mel from ``low_freq`` to Nyquist).
+    Frequencies beyond the top bin repeat it, so ``alpha < 1`` never reads outside the band.
+    """
+    B, T, D = x.shape
+    lo = _kaldi_mel(torch.tensor(float(low_freq)))
+    hi = _kaldi_mel(torch.tensor(sample_rate / 2.0))
+    centres_hz = 700.0 * torch.expm1((lo + (hi - lo) * torch.arange(1, D + 1) / (D + 1)) / 1127.0)
+    src_mel = _kaldi_mel(centres_hz[None, :] / alpha.float().cpu()[:, None])  # [B, D]
+    pos = ((src_mel - lo) / (hi - lo) * (D + 1) - 1).clamp(0, D - 1).to(x.device)
+    i0 = pos.floor().long()
+    i1 = (i0 + 1).clamp(max=D - 1)
+    w = (pos - i0).to(x.dtype)[:, None, :]
+    x0 = torch.gather(x, 2, i0[:, None, :].expand(B, T, D))
+    x1 = torch.gather(x, 2, i1[:, None, :].expand(B, T, D))
+    return x0 * (1 - w) + x1 * w
 
 
 class SpecAugment(nn.Module):
@@ -24,6 +52,10 @@ class SpecAugment(nn.Module):
             with both bounds the smaller applies.
         time_warp: warp window ``W`` in frames; 0 disables warping.
         mask_value: value written into masked cells (0 = the mean after global CMVN).
+        freq_warp: VTLP: each utterance's mel axis is warped by a factor drawn log-uniformly
+            from ``[1/(1+freq_warp), 1+freq_warp]`` (see :func:`mel_warp`); 0 disables it.
+            Imitates unseen speakers' formant positions (0.1 ~ +-1.7 semitones).
+        sample_rate, low_freq: the fbank's mel band, for the warp.
     """
 
     # Augments the data, not weights: a speech LLM keeps it active in front of a frozen encoder
@@ -39,6 +71,9 @@ class SpecAugment(nn.Module):
         max_time_ratio: float | None = None,
         time_warp: int = 0,
         mask_value: float = 0.0,
+        freq_warp: float = 0.0,
+        sample_rate: int = 16000,
+        low_freq: float = 20.0,
     ):
         super().__init__()
         if num_time_masks > 0 and max_time_width is None and max_time_ratio is None:
@@ -50,6 +85,11 @@ class SpecAugment(nn.Module):
         self.max_time_ratio = max_time_ratio
         self.time_warp = time_warp
         self.mask_value = mask_value
+        if freq_warp < 0:
+            raise ValueError(f"SpecAugment: freq_warp must be >= 0, got {freq_warp}")
+        self.freq_warp = freq_warp
+        self.sample_rate = sample_rate
+        self.low_freq = low_freq
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Return an augmented copy of ``x`` ``[B, T, D]`` (``x`` itself in eval mode)."""
@@ -60,6 +100,9 @@ class SpecAugment(nn.Module):
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         lengths = lengths.to(x.device)
         x = x.clone()
+        if self.freq_warp > 0:
+            log_alpha = (torch.rand(B) * 2 - 1) * math.log1p(self.freq_warp)
+            x = mel_warp(x, log_alpha.exp(), self.sample_rate, self.low_freq)
         if self.time_warp > 0:
             for b in range(B):
                 x[b, : lengths[b]] = self._warp(x[b, : lengths[b]])
@@ -114,5 +157,6 @@ class SpecAugment(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"freq_masks={self.num_freq_masks}x{self.max_freq_width}, time_masks={self.num_time_masks}x"
-            f"(width<={self.max_time_width}, ratio<={self.max_time_ratio}), time_warp={self.time_warp}"
+            f"(width<={self.max_time_width}, ratio<={self.max_time_ratio}), time_warp={self.time_warp}, "
+            f"freq_warp={self.freq_warp}"
         )

@@ -102,6 +102,23 @@ def apply_lora(llm: nn.Module, r: int = 8, alpha: float = 16, dropout: float = 0
     return model
 
 
+def scale_lora(model: nn.Module, factor: float) -> int:
+    """Multiply every LoRA update of ``model`` by ``factor`` (inference only; 0 = the LLM as it
+    was before fine-tuning, 1 = as trained). A smaller scale gives back some of the frozen LLM's
+    own behaviors that the adapters trained over (SALMONN's "activation tuning"). Returns the
+    number of LoRA layers scaled; raises :class:`ConfigError` when ``factor != 1`` and there are none.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if factor != 1.0 and not layers:
+        raise ConfigError(f"lora_scale {factor}: the model has no LoRA layers (trained without LoRA, or "
+                          "exported with LoRA merged)")
+    for layer in layers:
+        layer.scale_layer(factor)
+    return len(layers)
+
+
 def merged_llm(llm: nn.Module) -> nn.Module:
     """A copy of ``llm`` with LoRA adapters merged into the base weights (a plain transformers
     model); ``llm`` itself is left as it is."""
@@ -139,6 +156,8 @@ def merge_and_export(speech_llm: Any, out_dir: str | Path, config: dict | None =
     # The merged LLM and the saved weights replace what these keys built or loaded.
     for key in ("llm_config", "tokenizer", "llm_tokenizer", "lora", "freeze", "unfreeze", "encoder_init"):
         config.pop(key, None)
+    if hasattr(speech_llm.projector, "exported_conf"):  # e.g. ctc_pool: its ASR head is in speech.pt
+        config["projector_conf"] = speech_llm.projector.exported_conf(dict(config.get("projector_conf") or {}))
     stats = (config.get("normalize_conf") or {}).get("stats_file")
     if config.get("normalize") and stats:
         shutil.copyfile(stats, out / "cmvn.json")

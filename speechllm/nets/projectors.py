@@ -24,6 +24,14 @@ Projectors:
   frames (stride ``window``); ``num_queries`` learnable queries per window cross-attend to the
   frames of their window only (padded frames masked) through a few ``nn.TransformerDecoderLayer``
   blocks, then a Linear maps them to ``output_size``. ``T' = ceil(T / window) * num_queries``.
+* ``ctc_pool``: token-rate audio. A CTC head (the ASR model's, loaded from ``ctc_init`` and
+  never trained) labels every encoder frame; the frames of each run of one non-blank label (a
+  token the ASR model hears) are averaged, blank frames are dropped, and the 2-layer MLP maps each
+  pooled vector to the LLM. The LLM then reads about one embedding per spoken token, as it reads
+  text, which is what a frozen LLM needs to apply its text skills to speech (MTBI with a frozen
+  LLM). ``T'`` depends on the audio: ``output_lengths`` gives its upper bound ``T`` (every
+  frame its own token), and a span without any non-blank frame still gives one embedding (the
+  mean of its frames), so no span is ever empty.
 """
 from __future__ import annotations
 
@@ -202,8 +210,99 @@ class QFormerProjector(nn.Module):
         return y.view(b, n_win * nq, -1), self.output_lengths(lengths)
 
 
+class CTCPoolProjector(nn.Module):
+    """CTC-guided pooling to one embedding per recognized token, then a 2-layer MLP (module doc).
+
+    Args:
+        input_size: encoder output dimension D (the CTC head's input size).
+        output_size: LLM hidden size.
+        ctc_init: an ASR checkpoint whose ``ctc.ctc_lo`` (Linear D -> V) labels the frames: the
+            model the speech encoder comes from (the speech LLM config's ``encoder_init`` when
+            neither this nor ``vocab_size`` is given). ``None`` needs ``vocab_size`` and leaves the
+            head at zero until a saved state is loaded (an exported model).
+        vocab_size: V, when there is no ``ctc_init``.
+        hidden_size, activation: the MLP's.
+        blank_id: the CTC blank's index (0 in speechllm's token lists).
+        nominal_downsample: encoder frames per token on average, only for the audio-rate log line
+            and check of :class:`SpeechLLM` (mini_synth: 60 ms frames, ~4 tokens/s -> ~4).
+    """
+
+    # speechllm.tasks.sllm.build_model: without ctc_init or vocab_size, ctc_init = encoder_init
+    reads_asr_ctc_head = True
+
+    def __init__(self, input_size: int, output_size: int, ctc_init: str | None = None,
+                 vocab_size: int | None = None, hidden_size: int = 2048, activation: str = "relu",
+                 blank_id: int = 0, nominal_downsample: float = 4.0) -> None:
+        super().__init__()
+        self.input_size, self.output_size = input_size, output_size
+        self.blank_id = int(blank_id)
+        self.downsample = float(nominal_downsample)
+        if ctc_init is not None:
+            from speechllm.train.checkpoint import load_model_state_dict
+
+            state = load_model_state_dict(ctc_init)
+            if "ctc.ctc_lo.weight" not in state:
+                raise ConfigError(f"projector_conf.ctc_init {ctc_init}: no CTC head (ctc.ctc_lo.weight); "
+                                  "give the checkpoint of a CTC or CTC/attention ASR model")
+            weight, bias = state["ctc.ctc_lo.weight"].float(), state["ctc.ctc_lo.bias"].float()
+            if weight.shape[1] != input_size:
+                raise ConfigError(f"projector_conf.ctc_init {ctc_init}: its CTC head reads {weight.shape[1]}-dim "
+                                  f"frames, the encoder gives {input_size}")
+        elif vocab_size is not None:
+            weight, bias = torch.zeros(int(vocab_size), input_size), torch.zeros(int(vocab_size))
+        else:
+            raise ConfigError("projector ctc_pool: give projector_conf.ctc_init (the ASR checkpoint) or vocab_size")
+        if not 0 <= self.blank_id < weight.shape[0]:
+            raise ConfigError(f"projector_conf.blank_id {blank_id} is outside the CTC vocabulary ({weight.shape[0]})")
+        # buffers, not parameters: the head is the ASR model's and is never trained
+        self.register_buffer("ctc_weight", weight)
+        self.register_buffer("ctc_bias", bias)
+        self.mlp = _mlp(input_size, _positive_int(hidden_size, "hidden_size"), output_size, activation)
+
+    def exported_conf(self, conf: dict) -> dict:
+        """``projector_conf`` for a standalone export: the head's size instead of the ASR file."""
+        conf = {k: v for k, v in conf.items() if k != "ctc_init"}
+        conf["vocab_size"] = int(self.ctc_weight.shape[0])
+        return conf
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """The upper bound of forward's lengths (one token per frame); at least 1 per span."""
+        return lengths.clamp(min=1) * (lengths > 0)
+
+    def segments(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(segment index [B, T], count [B])``: per frame the token run it belongs to, or -1
+        (blank or padding); spans without a token get one segment over all their frames."""
+        b, t, _ = x.shape
+        valid = ~make_pad_mask(lengths, t).to(x.device)
+        with torch.no_grad():
+            labels = (x.float() @ self.ctc_weight.T + self.ctc_bias).argmax(-1)
+        token = valid & (labels != self.blank_id)
+        prev_label = nn.functional.pad(labels, (1, 0), value=-1)[:, :-1]
+        prev_token = nn.functional.pad(token, (1, 0), value=False)[:, :-1]
+        starts = token & ~(prev_token & (labels == prev_label))  # a repeat needs a blank in between
+        seg = torch.cumsum(starts.long(), dim=1) - 1
+        count = starts.sum(dim=1)
+        empty = count == 0
+        seg = torch.where(token, seg, torch.full_like(seg, -1))
+        seg[empty] = torch.where(valid[empty], 0, -1)
+        return seg, torch.where(empty & (lengths > 0).to(x.device), torch.ones_like(count), count)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool ``x[B, T, D]`` to ``[B, max tokens, output_size]`` (module doc)."""
+        b, t, d = x.shape
+        lengths = lengths.to(x.device)
+        seg, count = self.segments(x, lengths)
+        n_out = max(int(count.max()), 1) if b else 1
+        index = torch.where(seg >= 0, seg, n_out)  # dropped frames go to a spare slot
+        sums = x.new_zeros(b, n_out + 1, d).scatter_add_(1, index[..., None].expand(b, t, d), x)
+        frames = x.new_zeros(b, n_out + 1).scatter_add_(1, index, torch.ones_like(x[..., 0]))
+        pooled = sums[:, :n_out] / frames[:, :n_out, None].clamp(min=1)
+        return _zero_padding(self.mlp(pooled), count), count
+
+
 PROJECTORS: dict[str, Callable[..., nn.Module]] = {
     "linear": LinearProjector,
     "conv1d": Conv1dProjector,
     "qformer": QFormerProjector,
+    "ctc_pool": CTCPoolProjector,
 }

@@ -131,7 +131,11 @@ def build_model(config: dict, cmvn_stats_path: str | os.PathLike | None = None) 
         _init_encoder_from_asr(encoder, config["encoder_init"])
     llm, tokenizer = build_llm(config)
     projector_cls = asr._lookup(PROJECTORS, "projector", config.get("projector", "linear"))
-    projector = asr._construct(projector_cls, "projector_conf", config.get("projector_conf"),
+    projector_conf = dict(config.get("projector_conf") or {})
+    if getattr(projector_cls, "reads_asr_ctc_head", False) and config.get("encoder_init") \
+            and projector_conf.get("ctc_init") is None and projector_conf.get("vocab_size") is None:
+        projector_conf["ctc_init"] = config["encoder_init"]  # the CTC head of the encoder's own ASR model
+    projector = asr._construct(projector_cls, "projector_conf", projector_conf,
                                input_size=encoder.output_size(), output_size=llm.config.hidden_size)
     lora = config.get("lora")
     if lora:
