@@ -39,8 +39,8 @@ from speechllm.train.checkpoint import load_model_state_dict
 from speechllm.train.trainer import AMP_DTYPES, amp_enabled
 from speechllm.utils.config import atomic_write_text, load_yaml
 from speechllm.utils.git import git_commit
-from speechllm.utils.machine import cpu_model
 from speechllm.utils.logging_utils import setup_logging
+from speechllm.utils.machine import cpu_model
 
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from speechllm.scoring.results import collect_rows, stage_time_lines, write_results_md
 from speechllm.utils.git import git_commit
-from speechllm.utils.machine import cpu_model
 from speechllm.utils.logging_utils import setup_logging
+from speechllm.utils.machine import cpu_model
 
 log = logging.getLogger(__name__)
 

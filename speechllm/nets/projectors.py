@@ -266,8 +266,8 @@ class CTCPoolProjector(nn.Module):
         return conf
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """The upper bound of forward's lengths (one token per frame); at least 1 per span."""
-        return lengths.clamp(min=1) * (lengths > 0)
+        """The upper bound of forward's lengths: one token per frame."""
+        return lengths.clone()
 
     def segments(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(segment index [B, T], count [B])``: per frame the token run it belongs to, or -1
