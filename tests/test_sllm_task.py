@@ -82,6 +82,18 @@ def test_encoder_init_with_another_encoder_is_a_config_error(setup, tmp_path):
         sllm.build_model(config)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"num_blocks": 1}, "weights this encoder_conf lacks"),  # would load the first block silently
+    ({"subsampling_channels": 3}, "weights of another shape"),
+])
+def test_encoder_init_with_a_smaller_or_reshaped_encoder_is_a_config_error(setup, change, message):
+    _, exp, _, _ = setup
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    config["encoder_conf"] = {**config["encoder_conf"], **change}
+    with pytest.raises(ConfigError, match=message):
+        sllm.build_model(config)
+
+
 def decode(args: list[str]) -> None:
     assert sllm_inference.main(args) == 0
 

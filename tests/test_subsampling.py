@@ -53,3 +53,22 @@ def test_batch_shorter_than_the_kernels_gives_zero_lengths(rate):
 def test_unknown_rate_lists_choices():
     with pytest.raises(ValueError, match=r"\[4, 6, 8\]"):
         Conv2dSubsampling(20, 8, rate=3)
+
+
+@pytest.mark.parametrize("rate", [4, 6, 8])
+def test_conv_channels_independent_of_output_size(rate):
+    sub = Conv2dSubsampling(input_size=20, output_size=8, rate=rate, channels=3)
+    convs = [m for m in sub.conv if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels == 3 for c in convs)
+    assert convs[0].in_channels == 1 and all(c.in_channels == 3 for c in convs[1:])
+    y, lens = sub(torch.randn(2, 50, 20), torch.tensor([50, 31]))
+    assert y.shape == (2, FORMULAS[rate](50), 8)
+    assert lens.tolist() == [FORMULAS[rate](50), FORMULAS[rate](31)]
+    # the default keeps ESPnet's layout (channels = output_size)
+    default = Conv2dSubsampling(input_size=20, output_size=8, rate=rate)
+    assert all(m.out_channels == 8 for m in default.conv if isinstance(m, torch.nn.Conv2d))
+
+
+def test_bad_channel_count():
+    with pytest.raises(ValueError, match="channels must be positive"):
+        Conv2dSubsampling(20, 8, rate=4, channels=0)

@@ -95,6 +95,17 @@ def _init_encoder_from_asr(encoder: nn.Module, path: str | os.PathLike) -> None:
     if missing:
         raise ConfigError(f"encoder_init {path}: the checkpoint lacks {len(missing)} encoder weights "
                           f"(e.g. {missing[0]}); is it a model with the same encoder_conf?")
+    # A deeper checkpoint encoder would otherwise load silently into its first blocks.
+    prefixes = ("encoder.", "normalize.") if isinstance(encoder, NormalizedEncoder) else ("encoder.",)
+    extra = [k for k in state if k.startswith(prefixes) and k not in wanted]
+    own = encoder.state_dict()
+    resized = [f"{src} {tuple(state[src].shape)} vs {tuple(own[dst].shape)}" for src, dst in wanted.items()
+               if tuple(state[src].shape) != tuple(own[dst].shape)]
+    if extra or resized:
+        what = f"{len(extra)} encoder weights this encoder_conf lacks (e.g. {extra[0]})" if extra else \
+            f"{len(resized)} weights of another shape (e.g. {resized[0]})"
+        raise ConfigError(f"encoder_init {path}: the checkpoint has {what}; make encoder_conf equal the "
+                          "checkpoint model's (its config.yaml)")
     encoder.load_state_dict({dst: state[src] for src, dst in wanted.items()})
     logger.info("encoder initialized from %s (%d tensors)", path, len(wanted))
 

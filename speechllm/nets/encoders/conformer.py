@@ -51,6 +51,7 @@ class ConformerEncoder(nn.Module):
         cnn_module_kernel: depthwise convolution kernel (odd).
         dropout_rate: dropout inside the blocks.
         subsampling_rate: 4, 6 or 8 (frame rate 40/60/80 ms for 10 ms features).
+        subsampling_channels: channels of the conv2d subsampling; ``None`` = ``output_size``.
         positional_dropout_rate: dropout after adding positional encodings.
         convolution_first: run the convolution module before self-attention.
         interctc_layer_idx: 1-based block indices whose outputs :meth:`forward` also returns
@@ -69,6 +70,7 @@ class ConformerEncoder(nn.Module):
         cnn_module_kernel: int = 31,
         dropout_rate: float = 0.1,
         subsampling_rate: int = 4,
+        subsampling_channels: int | None = None,
         positional_dropout_rate: float = 0.1,
         convolution_first: bool = False,
         interctc_layer_idx: list[int] | tuple[int, ...] = (),
@@ -80,7 +82,7 @@ class ConformerEncoder(nn.Module):
                              "(the last block's output is the encoder output)")
         self.interctc_layer_idx = sorted(int(i) for i in interctc_layer_idx)
         self._output_size = output_size
-        self.subsampling = Conv2dSubsampling(input_size, output_size, subsampling_rate)
+        self.subsampling = Conv2dSubsampling(input_size, output_size, subsampling_rate, subsampling_channels)
         self.pos_enc = PositionalEncoding(output_size, positional_dropout_rate)
         self.conformer = Conformer(
             input_dim=output_size,
