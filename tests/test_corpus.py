@@ -7,8 +7,8 @@ import pytest
 from speechllm.corpus.kjv_text import DEFAULT_BOOKS, dump_kjv, filter_verses, parse_bible_output, select_verses
 from speechllm.corpus.noise import NOISE_COLOURS, add_noise, colored_noise, measure_snr
 from speechllm.corpus.synth_corpus import plan_corpus, plan_digest
-from speechllm.corpus.tts_voices import (HELD_OUT_VOICES, SAMPLE_RATE, VOICES, SynthesisError, synthesize,
-                                         synthesize_batch, voice_available, voice_split)
+from speechllm.corpus.tts_voices import (HELD_OUT_VOICES, SAMPLE_RATE, VOICES, SynthesisError, engine_versions,
+                                         synthesize, synthesize_batch, voice_available, voice_split)
 
 SENTENCE = "The LORD is my shepherd; I shall not want."
 
@@ -21,10 +21,19 @@ def kjv_pool():
 
 
 # --- voices -----------------------------------------------------------------------------
-def test_registry_has_at_least_eight_voices_from_both_engines():
+def test_registry_has_at_least_eight_voices_from_three_engines():
     assert len(VOICES) >= 8
-    assert {spec["engine"] for spec in VOICES.values()} == {"espeak-ng", "festival"}
+    assert {spec["engine"] for spec in VOICES.values()} == {"espeak-ng", "festival", "flite"}
     assert all(v.replace("_", "").isalnum() and v.islower() for v in VOICES)  # safe as speaker ids
+    # flite's kal voices are festival kal's recordings: the held-out speaker must not train
+    assert not {spec["voice"] for spec in VOICES.values() if spec["engine"] == "flite"} & {"kal", "kal16"}
+
+
+def test_engine_versions_name_every_engine():
+    versions = engine_versions()
+    assert set(versions) == {"espeak-ng", "festival", "flite", "sox"}
+    if shutil.which("flite"):
+        assert "version" in versions["flite"]  # not the copyright line flite prints first
 
 
 @pytest.mark.parametrize("voice", sorted(VOICES))
@@ -38,12 +47,34 @@ def test_each_voice_speaks_16k_mono_non_silent_audio(voice):
     assert np.sqrt(np.mean(wave ** 2)) > 1e-3
 
 
-def test_rate_changes_duration():
-    ok, why = voice_available("espeak_enus_m1")
+@pytest.mark.parametrize("voice", ["espeak_enus_m1", "flite_rms"])
+def test_rate_changes_duration(voice):
+    ok, why = voice_available(voice)
     if not ok:
         pytest.skip(why)
-    slow, fast = synthesize(SENTENCE, "espeak_enus_m1", rate=0.8), synthesize(SENTENCE, "espeak_enus_m1", rate=1.25)
+    slow, fast = synthesize(SENTENCE, voice, rate=0.8), synthesize(SENTENCE, voice, rate=1.25)
     assert len(slow) > 1.3 * len(fast)
+
+
+def _median_f0(wave: np.ndarray) -> float:
+    """Median F0 (Hz) of the loud frames, from the autocorrelation peak in 60..400 Hz."""
+    frames = np.lib.stride_tricks.sliding_window_view(wave, 1024)[::256]
+    frames = frames[np.sqrt((frames ** 2).mean(1)) > 0.3 * np.sqrt((frames ** 2).mean(1)).max()]
+    lo, hi = SAMPLE_RATE // 400, SAMPLE_RATE // 60
+    f0 = []
+    for f in frames - frames.mean(1, keepdims=True):
+        ac = np.correlate(f, f, "full")[1023:]
+        f0.append(SAMPLE_RATE / (lo + int(np.argmax(ac[lo:hi]))))
+    return float(np.median(f0))
+
+
+def test_flite_pitch_is_shifted_by_sox():
+    ok, why = voice_available("flite_rms")
+    if not ok:
+        pytest.skip(why)
+    plain, higher = synthesize(SENTENCE, "flite_rms"), synthesize(SENTENCE, "flite_rms", pitch=4.0)
+    assert abs(len(higher) / len(plain) - 1) < 0.02  # sox pitch keeps the tempo
+    assert 1.12 < _median_f0(higher) / _median_f0(plain) < 1.4  # +4 semitones = x1.26
 
 
 def _mean_spectral_centroid(wave: np.ndarray) -> float:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs" / "mini_synth" / "asr1"
 REALSPEECH = ROOT.parent / "shared" / "data" / "realspeech"
 REAL_SETS = ("test_real_librivox", "test_real_librispeech", "test_real_ljspeech", "test_real_jfk")
-TOOLS = ("bible", "espeak-ng", "festival", "text2wave", "sox")
+TOOLS = ("bible", "espeak-ng", "festival", "flite", "text2wave", "sox")
 
 
 def _run(*args, cwd):

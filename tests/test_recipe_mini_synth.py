@@ -19,8 +19,8 @@ RECIPE = ROOT / "egs" / "mini_synth" / "asr1"
 SLLM_RECIPE = ROOT / "egs" / "mini_synth" / "sllm1"
 
 pytestmark = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in ("espeak-ng", "festival", "bible", "sox")),
-    reason="needs the Debian packages of tools/install_debian_deps.sh (espeak-ng, festival, bible-kjv, sox)",
+    any(shutil.which(t) is None for t in ("espeak-ng", "festival", "flite", "bible", "sox")),
+    reason="needs the Debian packages of tools/install_debian_deps.sh (espeak-ng, festival, flite, bible-kjv, sox)",
 )
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the recipes need, only when something is missing.
-#   espeak-ng, festival + English voices : speech synthesis for egs/mini_synth
+#   espeak-ng, festival + English voices, flite : speech synthesis for egs/mini_synth
 #   bible-kjv                            : public-domain English text for egs/mini_synth
 #   sox                                  : speed perturbation and audio pipes in wav.scp
 set -euo pipefail
 
-packages=(espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts bible-kjv sox)
+packages=(espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite bible-kjv sox)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,4 @@
-"""A registry of offline TTS voices (Debian's espeak-ng and festival) and one ``synthesize``.
+"""A registry of offline TTS voices (Debian's espeak-ng, festival and flite) and one ``synthesize``.
 
 ``VOICES`` is a plain dict: voice id -> engine and settings. Ids use only ``[a-z0-9_]`` so
 that they can be speaker ids and utterance-id prefixes (``<voice>-<rest>``) in data dirs.
@@ -10,6 +10,11 @@ that they can be speaker ids and utterance-id prefixes (``<voice>-<rest>``) in d
 - ``festival``: ``{"engine": "festival", "voice": "<festvox voice>", "method": "diphone"|"hts"}``.
   ``kal_diphone``/``ked_diphone`` are US male diphone voices at 16 kHz;
   ``cmu_us_slt_arctic_hts`` is a US female HMM (HTS) voice at 32 kHz.
+- ``flite``: ``{"engine": "flite", "voice": "<flite -lv name>"}``. Flite 2.2 builds in
+  ``rms`` (US male) and ``awb`` (Scottish male), statistical parametric (clustergen) voices
+  at 16 kHz: two more real speakers of a third synthesis technique. Its ``kal``/``kal16``
+  are the same recordings as festival's kal_diphone, the held-out test speaker, and ``slt``
+  the same speaker as festival's slt, so they are not registered.
 
 :func:`synthesize` takes engine-neutral controls: ``rate`` is a speed factor (1.0 = the
 voice's default, 1.2 = 20% faster), ``pitch`` a shift of F0 in semitones and ``timbre`` a shift
@@ -25,6 +30,8 @@ festival diphone          voice's ``Duration_Stretch`` / rate       ``int_lr_par
                                                                     and std scaled by 2^(pitch/12)
 festival hts              hts_engine ``-r rate``                    ``sox pitch 100*pitch`` (this
                                                                     festival ignores hts ``-fm``)
+flite                     ``--setf duration_stretch=1/rate``        ``sox pitch 100*pitch`` (clustergen
+                                                                    ignores ``int_f0_target_mean``)
 ========================  ========================================  ==================================
 
 Timbre ``t`` (factor ``a = 2^(t/12)``) is the same for every engine: the engine speaks at rate
@@ -33,7 +40,8 @@ F0 and tempo scale by ``a``), which brings rate and F0 back to the requested one
 formants moved. Resampling adds no artifacts, unlike a pitch-shifting (WSOLA) effect.
 
 Output is always 16 kHz mono float32; other rates are converted with ``sox``. Festival runs
-as ``festival -b script.scm`` (what ``text2wave`` does internally), one process per batch.
+as ``festival -b script.scm`` (what ``text2wave`` does internally), one process per batch;
+flite starts in milliseconds, so it runs once per utterance.
 """
 from __future__ import annotations
 
@@ -73,6 +81,10 @@ VOICES: dict[str, dict] = {
     "festival_ked": {"engine": "festival", "voice": "ked_diphone", "method": "diphone", "weight": 3.0},
     "festival_slt": {"engine": "festival", "voice": "cmu_us_slt_arctic_hts", "method": "hts", "weight": 2.0},
     "festival_kal": {"engine": "festival", "voice": "kal_diphone", "method": "diphone", "weight": 2.0},
+    # flite: two real male speakers the other engines lack (kal, the test speaker, is male:
+    # training had only ked as a real male voice). Weight 1.5 each.
+    "flite_rms": {"engine": "flite", "voice": "rms", "weight": 1.5},
+    "flite_awb": {"engine": "flite", "voice": "awb", "weight": 1.5},
 }
 
 # The mini_synth test voices, never used for train or dev: an espeak variant (f4) no training
@@ -98,7 +110,7 @@ def voice_split(test_voices: Sequence[str] = HELD_OUT_VOICES) -> dict[str, list[
     return {"train": train, "dev": list(train), "test": list(test_voices)}
 
 
-ENGINE_COMMANDS = {"espeak-ng": "espeak-ng", "festival": "festival"}
+ENGINE_COMMANDS = {"espeak-ng": "espeak-ng", "festival": "festival", "flite": "flite"}
 
 
 class SynthesisError(RuntimeError):
@@ -116,6 +128,12 @@ def festival_voice_installed(voice: str) -> bool:
     return any((root / lang / voice).is_dir() for root in roots if root.is_dir() for lang in os.listdir(root))
 
 
+def flite_voice_installed(voice: str) -> bool:
+    """True when ``flite -lv`` lists ``voice`` (flite's voices are compiled in)."""
+    proc = subprocess.run(["flite", "-lv"], capture_output=True, text=True)
+    return voice in proc.stdout.split()
+
+
 def voice_available(voice_id: str) -> tuple[bool, str]:
     """``(ok, reason)``: whether ``voice_id`` can be synthesized here, and why not."""
     spec = VOICES[voice_id]
@@ -123,23 +141,23 @@ def voice_available(voice_id: str) -> tuple[bool, str]:
         return False, f"{ENGINE_COMMANDS[spec['engine']]} or sox not installed"
     if spec["engine"] == "festival" and not festival_voice_installed(spec["voice"]):
         return False, f"festival voice {spec['voice']} not installed"
+    if spec["engine"] == "flite" and not flite_voice_installed(spec["voice"]):
+        return False, f"flite voice {spec['voice']} not built into this flite"
     return True, ""
 
 
 def engine_versions() -> dict[str, str]:
-    """Version strings of the engines and sox, for corpus_info.yaml (``"missing"`` if absent)."""
-    def first_line(cmd: list[str]) -> str:
-        if shutil.which(cmd[0]) is None:
+    """Version strings of the engines and sox, for corpus_info.yaml (``"missing"`` if absent):
+    the first output line that names a version (flite prints a copyright line first), else
+    the first line."""
+    def version_line(command: str) -> str:
+        if shutil.which(command) is None:
             return "missing"
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        out = (proc.stdout or proc.stderr).strip().splitlines()
-        return out[0].strip() if out else "unknown"
+        proc = subprocess.run([command, "--version"], capture_output=True, text=True)
+        lines = [ln.strip() for ln in (proc.stdout or proc.stderr).splitlines() if ln.strip()]
+        return next((ln for ln in lines if "version" in ln.lower()), lines[0] if lines else "unknown")
 
-    return {
-        "espeak-ng": first_line(["espeak-ng", "--version"]),
-        "festival": first_line(["festival", "--version"]),
-        "sox": first_line(["sox", "--version"]),
-    }
+    return {name: version_line(command) for name, command in {**ENGINE_COMMANDS, "sox": "sox"}.items()}
 
 
 def _run(cmd: list[str], voice_id: str, stdin_text: str | None = None) -> None:
@@ -161,6 +179,16 @@ def _espeak_cmd(spec: dict, rate: float, pitch: float, out: Path) -> list[str]:
     wpm = int(round(min(max(175 * rate, 80), 450)))
     p = int(round(min(max(50 + 7 * pitch, 0), 99)))
     return ["espeak-ng", "-v", spec["voice"], "-s", str(wpm), "-p", str(p), "-w", str(out), "--stdin"]
+
+
+def _flite_cmd(spec: dict, rate: float, text: str, out: Path) -> list[str]:
+    return ["flite", "-voice", spec["voice"], "--setf", f"duration_stretch={1.0 / rate:.4f}",
+            "-t", tts_input_text(text), "-o", str(out)]
+
+
+def _pitch_by_sox(spec: dict) -> bool:
+    """Voices whose engine ignores an F0 target: their pitch shift is done by sox (module table)."""
+    return spec["engine"] == "flite" or spec.get("method") == "hts"
 
 
 def _scheme_string(text: str) -> str:
@@ -243,7 +271,7 @@ def synthesize_batch(items: Sequence[tuple[str, float, float, float]], voice_id:
             except SynthesisError:
                 pass  # items without output are retried one by one below
         for (text, rate, pitch), (_, _, speed), raw in zip(engine_items, controls, raws):
-            sox_pitch = pitch if spec.get("method") == "hts" and abs(pitch) > 1e-3 else None
+            sox_pitch = pitch if _pitch_by_sox(spec) and abs(pitch) > 1e-3 else None
             try:
                 if not tts_input_text(text):
                     raise SynthesisError(f"{voice_id}: empty text")
@@ -254,6 +282,8 @@ def synthesize_batch(items: Sequence[tuple[str, float, float, float]], voice_id:
                         script = tmp / f"{raw.stem}.scm"
                         script.write_text(_festival_script(spec, [(text, rate, pitch)], [raw]), encoding="utf-8")
                         _run(["festival", "-b", str(script)], voice_id)
+                    elif spec["engine"] == "flite":
+                        _run(_flite_cmd(spec, rate, text, raw), voice_id)
                     else:
                         raise SynthesisError(f"{voice_id}: unknown engine {spec['engine']}")
                 results.append(_to_16k(raw, tmp, voice_id, sox_pitch, speed))

@@ -34,7 +34,7 @@ log = logging.getLogger("make_corpus")
 SPLITS = ("train", "dev", "test")
 DATA_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur")
 DPKG_PACKAGES = ("bible-kjv", "bible-kjv-text", "espeak-ng", "espeak-ng-data", "festival",
-                 "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "sox")
+                 "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "flite", "sox")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -79,7 +79,8 @@ def check_voices(voices: dict[str, list[str]]) -> None:
     if missing:
         lines = "; ".join(f"{v}: {why}" for v, why in sorted(missing.items()))
         raise SystemExit(f"make_corpus: cannot synthesize {lines} (apt-get install espeak-ng festival "
-                         "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox)")
+                         "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite sox, "
+                         "or make install)")
 
 
 def already_done(data_dir: Path, settings: dict) -> bool:
