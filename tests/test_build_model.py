@@ -52,6 +52,9 @@ def test_global_mvn_reads_stats_file(tmp_path):
     model = build_model(cfg, VOCAB)
     assert isinstance(model.normalize, GlobalCMVN)
     torch.testing.assert_close(model.normalize.mean, torch.ones(20))
+    assert not model.normalize.utterance_mean
+    cfg["normalize_conf"]["utterance_mean"] = True
+    assert build_model(cfg, VOCAB).normalize.utterance_mean
 
 
 def test_cmvn_stats_path_argument_overrides_config(tmp_path):

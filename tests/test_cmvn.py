@@ -46,6 +46,22 @@ def test_normalised_frames_have_zero_mean_unit_std_and_padding_stays_zero(feats_
     assert torch.equal(y[1, 10:], torch.zeros_like(y[1, 10:]))
 
 
+def test_utterance_mean_removes_each_utterances_offset_and_keeps_padding_zero():
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 3)
+    tilted = x.clone()
+    tilted[1, :7] += torch.tensor([5.0, -2.0, 0.5])  # a constant offset (channel/spectral tilt)
+    lengths = torch.tensor([12, 7])
+    cmvn = GlobalCMVN(np.zeros(3), np.full(3, 2.0), utterance_mean=True)
+    y, y_tilted = cmvn(x, lengths), cmvn(tilted, lengths)
+    torch.testing.assert_close(y[1, :7].mean(0), torch.zeros(3), atol=1e-6, rtol=0)  # over valid frames only
+    torch.testing.assert_close(y_tilted, y)  # the offset is gone
+    assert torch.equal(y[1, 7:], torch.zeros_like(y[1, 7:]))
+    torch.testing.assert_close(y[0, :, 0].std(unbiased=False), (x[0, :, 0] / 2).std(unbiased=False))  # global scale kept
+    # without lengths: every frame is valid
+    torch.testing.assert_close(cmvn(x[:1]), y[:1])
+
+
 def test_mean_and_istd_are_buffers_in_state_dict():
     cmvn = GlobalCMVN(np.zeros(3), np.full(3, 2.0))
     assert set(cmvn.state_dict()) == {"mean", "istd"}

@@ -3,7 +3,10 @@
 Statistics are accumulated once over a training ``feats.scp`` and saved as JSON
 ``{"count": N, "sum": [D floats], "sum_sq": [D floats]}`` (float64 sums, so that millions of
 frames do not lose precision). :class:`GlobalCMVN` applies them inside the model, so the
-statistics travel with the checkpoint.
+statistics travel with the checkpoint. With ``utterance_mean`` it also removes each
+utterance's own mean (cepstral mean normalization per utterance, ESPnet's ``utterance_mvn``
+without variance scaling): a constant spectral tilt of a voice or channel that training never
+heard no longer shifts every frame, while the global statistics keep the scale.
 """
 from __future__ import annotations
 
@@ -90,11 +93,14 @@ class GlobalCMVN(nn.Module):
     """``(x - mean) / std`` per feature dimension; padded frames stay exactly zero.
 
     ``mean`` and ``istd`` (1/std) are buffers, so they are saved in the state dict and move
-    with ``.to(device)``.
+    with ``.to(device)``. ``utterance_mean=True`` then subtracts each utterance's mean over
+    its valid frames (per dimension), so every utterance has zero mean.
     """
 
-    def __init__(self, mean: Iterable[float] | torch.Tensor, std: Iterable[float] | torch.Tensor):
+    def __init__(self, mean: Iterable[float] | torch.Tensor, std: Iterable[float] | torch.Tensor,
+                 utterance_mean: bool = False):
         super().__init__()
+        self.utterance_mean = bool(utterance_mean)
         mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
         std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
         if mean.shape != std.shape or mean.dim() != 1:
@@ -103,17 +109,23 @@ class GlobalCMVN(nn.Module):
         self.register_buffer("istd", 1.0 / std)
 
     @classmethod
-    def from_stats_file(cls, path: str | os.PathLike) -> "GlobalCMVN":
+    def from_stats_file(cls, path: str | os.PathLike, utterance_mean: bool = False) -> "GlobalCMVN":
         """Build from a stats JSON written by :func:`compute_cmvn_stats`."""
-        return cls(*load_cmvn_stats(path))
+        return cls(*load_cmvn_stats(path), utterance_mean=utterance_mean)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise ``x`` ``[B, T, D]``; frames at ``t >= lengths[b]`` are set to zero."""
         y = (x - self.mean) * self.istd
-        if lengths is not None:
-            valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
-            y = y.masked_fill(~valid.unsqueeze(-1), 0.0)
+        if lengths is None:
+            if self.utterance_mean:
+                y = y - y.mean(dim=1, keepdim=True)
+            return y
+        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]).unsqueeze(-1)
+        y = y.masked_fill(~valid, 0.0)
+        if self.utterance_mean:
+            count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+            y = (y - y.sum(dim=1, keepdim=True) / count).masked_fill(~valid, 0.0)
         return y
 
     def extra_repr(self) -> str:
-        return f"dim={self.mean.numel()}"
+        return f"dim={self.mean.numel()}, utterance_mean={self.utterance_mean}"

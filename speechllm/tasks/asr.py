@@ -30,7 +30,7 @@ from speechllm.nets.encoders import ENCODERS
 from speechllm.utils.config import ConfigError
 
 
-def _build_global_mvn(stats_file: str | os.PathLike | None = None) -> nn.Module:
+def _build_global_mvn(stats_file: str | os.PathLike | None = None, utterance_mean: bool = False) -> nn.Module:
     # Imported here so that building a model without normalization never needs the features stack.
     from speechllm.features.cmvn import GlobalCMVN, load_cmvn_stats
 
@@ -38,7 +38,7 @@ def _build_global_mvn(stats_file: str | os.PathLike | None = None) -> nn.Module:
         raise ConfigError("normalize: global_mvn needs normalize_conf.stats_file (the cmvn.json of the training set)")
     if not os.path.isfile(stats_file):
         raise ConfigError(f"normalize_conf.stats_file: {stats_file} not found")
-    return GlobalCMVN(*load_cmvn_stats(stats_file))
+    return GlobalCMVN(*load_cmvn_stats(stats_file), utterance_mean=utterance_mean)
 
 
 def _build_specaug(**conf: Any) -> nn.Module:
