@@ -46,6 +46,26 @@ def test_jobs_split_the_utterances_and_write_text_and_nbest(setup, tmp_path, cap
     assert (tmp_path / "decode_config.yaml").is_file()
 
 
+def test_gen_info_marks_hypotheses_cut_at_the_token_bound(setup, tmp_path, capfd):
+    model_dir, data = setup
+    # ratio 0.001: a bound of 1 token, so the search must end every hypothesis at the first step
+    assert main(["--model_dir", str(model_dir), "--data_dir", str(data), "--output_dir", str(tmp_path / "cut"),
+                 "--beam_size", "2", "--maxlen_ratio", "0.001"]) == 0
+    info = {u: (n, stopped) for u, n, stopped in (line.split() for line in read_lines(tmp_path / "cut" / "gen_info.1"))}
+    assert sorted(info) == sorted(UTTS)
+    assert all(info[u] == ("0", "0") for u in UTTS if u != "u6") and info["u6"] == ("0", "1")  # u6: not decoded
+    assert "5 of 6 hypotheses reached the token bound (maxlen_ratio 0.001)" in capfd.readouterr().err
+    # the same model with the default bound (the encoder length) and greedy CTC (no bound): lengths as in text
+    for mode in ("beam", "greedy_ctc"):
+        out = tmp_path / mode
+        assert main(["--model_dir", str(model_dir), "--data_dir", str(data), "--output_dir", str(out),
+                     "--beam_size", "2", "--mode", mode]) == 0
+        rows = [line.split() for line in read_lines(out / "gen_info.1")]
+        assert [r[0] for r in rows] == sorted(UTTS) and all(r[2] in ("0", "1") for r in rows)
+        if mode == "greedy_ctc":
+            assert all(r[2] == "1" for r in rows)
+
+
 def test_greedy_ctc_mode_with_training_config_and_checkpoint(setup, tmp_path):
     model_dir, data = setup
     rc = main(["--config", str(model_dir / "config.yaml"), "--checkpoint", str(model_dir / "model.pt"),

@@ -24,6 +24,14 @@ def test_parse_options_rejects_unknown_option():
     assert "unknown option --stgae" in out.stderr
 
 
+def test_config_summary_leaves_comments_out(tmp_path):
+    (tmp_path / "decode.yaml").write_text('# header\nmode: beam\n\nmaxlen_ratio: 1.0   # why\n'
+                                          '                     # more why\ntag: "a#b"\n')
+    out = _bash(f". {TEMPLATE}/utils/decode_jobs.sh; config_summary {tmp_path}/decode.yaml")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == 'mode: beam maxlen_ratio: 1.0 tag: "a#b"'
+
+
 def test_run_local_runs_every_job_with_its_index(tmp_path):
     out = subprocess.run([str(RUN_LOCAL), "JOB=1:3", str(tmp_path / "log" / "j.JOB.log"),
                           "bash", "-c", f"echo JOB > {tmp_path}/out.JOB"], capture_output=True, text=True)

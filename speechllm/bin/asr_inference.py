@@ -23,6 +23,9 @@ Job ``J`` of ``N`` decodes the J-th contiguous share (1-based) of its utterances
 batched longest first, and writes
   ``output_dir/text.J``   ``utt_id hypothesis``           (1-best, sorted by id)
   ``output_dir/nbest.J``  ``utt_id rank score hypothesis`` (rank from 1, score = search log score)
+  ``output_dir/gen_info.J`` ``utt_id num_tokens stopped`` (stopped 0: the 1-best reached the token
+                          bound of ``maxlen_ratio``, where the beam search forces ``<eos>``: a cut
+                          hypothesis, counted by the scoring stage)
 The last log line reports the real-time factor: decoding seconds / audio seconds, with audio
 seconds = frames x 10 ms (fbank), frames / frame_rate of ``dump_info.yaml`` (dumped features) or
 samples / sample rate (raw audio).
@@ -35,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import kaldiio
 import numpy as np
@@ -48,7 +51,7 @@ from speechllm.data.audio import AudioError, compute_utt2dur
 from speechllm.data.dataset import pad_sequences
 from speechllm.data.datadir import DataDirAudio, read_feats_scp, read_utt2dur, read_utt2num_frames
 from speechllm.data.fix_datadir import share_of
-from speechllm.search.beam_search import batch_beam_search
+from speechllm.search.beam_search import batch_beam_search, max_output_lengths
 from speechllm.search.greedy_ctc import greedy_ctc
 from speechllm.search.lm_scorer import CausalLMScorer
 from speechllm.tasks.asr import build_model, resolve_input
@@ -308,8 +311,9 @@ def load_tokenizer(args: argparse.Namespace) -> Tokenizer:
 
 def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, order: list[str], opts: dict,
                       job_name: str, load: Callable[[str], np.ndarray] | None = None,
-                      lm: CausalLMScorer | None = None) -> tuple[dict[str, Hypotheses], list[str]]:
-    """N-best lists of ``order`` (in batches of ``batch_size``), and the utterances too short to encode.
+                      lm: CausalLMScorer | None = None) -> tuple[dict[str, Hypotheses], list[str], list[str]]:
+    """N-best lists of ``order`` (in batches of ``batch_size``), the utterances too short to
+    encode, and (beam mode) those whose 1-best reached the token bound (``maxlen_ratio``).
 
     Each utterance is ``load(utt)`` (features ``[T, D]`` or samples ``[S]``); by default the
     matrix ``feats[utt]`` of a ``feats.scp``.
@@ -318,6 +322,7 @@ def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, o
         load = lambda u: kaldiio.load_mat(feats[u])  # noqa: E731
     results: dict[str, list[tuple[list[int], float]]] = {}
     too_short: list[str] = []
+    cut: list[str] = []
     with torch.no_grad(), tqdm(total=len(order), desc=f"decode {job_name}", unit="utt") as bar:
         for i in range(0, len(order), opts["batch_size"]):
             batch = order[i : i + opts["batch_size"]]
@@ -330,20 +335,27 @@ def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, o
                 idx = torch.tensor([j for j, good in enumerate(ok) if good], device=enc.device)
                 kept = [u for u, good in zip(batch, ok) if good]
                 results.update(zip(kept, MODES[opts["mode"]](model, enc[idx], enc_lens[idx], opts, lm)))
+                if opts["mode"] == "beam":  # the search forces <eos> after maxlen - 1 tokens
+                    bounds = max_output_lengths(enc_lens[idx], opts["maxlen_ratio"]).tolist()
+                    cut += [u for u, bound in zip(kept, bounds) if len(results[u][0][0]) >= bound - 1]
             bar.update(len(batch))
-    return results, too_short
+    return results, too_short, cut
 
 
-def write_outputs(output_dir: Path, job: int, results: dict, tokenizer: Tokenizer) -> None:
-    """``text.JOB`` (utt hyp) and ``nbest.JOB`` (utt rank score hyp), sorted by utterance id."""
-    text_lines, nbest_lines = [], []
+def write_outputs(output_dir: Path, job: int, results: dict, tokenizer: Tokenizer, cut: Sequence[str] = ()) -> None:
+    """``text.JOB`` (utt hyp), ``nbest.JOB`` (utt rank score hyp) and ``gen_info.JOB`` (utt
+    num_tokens stopped; 0 for the ``cut`` ones), sorted by utterance id."""
+    text_lines, nbest_lines, info_lines = [], [], []
+    cut = set(cut)
     for utt in sorted(results):
         texts = [(tokenizer.decode(ids), score) for ids, score in results[utt]]
         text_lines.append(f"{utt} {texts[0][0]}".rstrip() + "\n")
         nbest_lines += [f"{utt} {r} {score:.4f} {text}".rstrip() + "\n" for r, (text, score) in enumerate(texts, 1)]
+        info_lines.append(f"{utt} {len(results[utt][0][0])} {0 if utt in cut else 1}\n")
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / f"text.{job}", "".join(text_lines))
     atomic_write_text(output_dir / f"nbest.{job}", "".join(nbest_lines))
+    atomic_write_text(output_dir / f"gen_info.{job}", "".join(info_lines))
 
 
 def decode(args: argparse.Namespace, opts: dict, model_config: dict | None) -> None:
@@ -362,10 +374,13 @@ def decode(args: argparse.Namespace, opts: dict, model_config: dict | None) -> N
     order = sorted(inputs.utt_ids, key=lambda u: -lengths[u])  # similar lengths batch together: less padding
 
     start = time.perf_counter()
-    results, too_short = decode_utterances(model, None, order, opts, f"job {args.job}/{args.nj}", load=inputs.load,
-                                           lm=lm)
+    results, too_short, cut = decode_utterances(model, None, order, opts, f"job {args.job}/{args.nj}",
+                                                load=inputs.load, lm=lm)
     elapsed = time.perf_counter() - start
-    write_outputs(args.output_dir, args.job, results, tokenizer)
+    write_outputs(args.output_dir, args.job, results, tokenizer, cut)
+    if cut:
+        log.warning("%d of %d hypotheses reached the token bound (maxlen_ratio %s) and were cut: %s",
+                    len(cut), len(results), opts["maxlen_ratio"], " ".join(sorted(cut)[:10]))
     if too_short:
         log.warning("%d of %d utterances too short for the encoder (empty hypotheses): %s",
                     len(too_short), len(results), " ".join(too_short[:10]))

@@ -26,7 +26,7 @@ for decoding in "${decodings[@]}"; do
                 --token_list "${token_dir}/tokens.txt" --bpemodel "${token_dir}/tokenizer.model" \
                 --data_dir "${asr_feats_dir}/${dset}" --output_dir "${dir}" --nj "${inference_nj}" --job JOB \
                 --config "${config}" "${lm_opts[@]}" ${inference_args} ${extra_args}
-        merge_job_outputs "${dir}" "${inference_nj}" text nbest
+        merge_job_outputs "${dir}" "${inference_nj}" text nbest gen_info
         {
             echo "model: ${asr_exp}/${inference_model}"
             echo "asr_config: ${asr_config}"

@@ -11,8 +11,9 @@ merge_job_outputs() {
     done
 }
 
-# config_summary FILE: the settings of a YAML file on one line, comments and blank lines left out
-# (decode_info.yaml's "decoding:", which RESULTS.md shows as the decoding settings).
+# config_summary FILE: the settings of a YAML file on one line, comments (whole-line and after a
+# value: a '#' at the line start or after a blank) and blank lines left out (decode_info.yaml's
+# "decoding:", which RESULTS.md shows as the decoding settings).
 config_summary() {
-    grep -v '^#' "$1" | grep -v '^\s*$' | tr '\n' ' ' | sed 's/  */ /g'
+    sed -e 's/^#.*//' -e 's/[[:space:]]#.*//' "$1" | grep -v '^\s*$' | tr '\n' ' ' | sed 's/  */ /g'
 }
