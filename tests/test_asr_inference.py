@@ -55,6 +55,10 @@ def test_gen_info_marks_hypotheses_cut_at_the_token_bound(setup, tmp_path, capfd
     assert sorted(info) == sorted(UTTS)
     assert all(info[u] == ("0", "0") for u in UTTS if u != "u6") and info["u6"] == ("0", "1")  # u6: not decoded
     assert "5 of 6 hypotheses reached the token bound (maxlen_ratio 0.001)" in capfd.readouterr().err
+    # the pure CTC prefix search has no token limit: nothing is cut, whatever maxlen_ratio says
+    assert main(["--model_dir", str(model_dir), "--data_dir", str(data), "--output_dir", str(tmp_path / "ctc"),
+                 "--beam_size", "2", "--maxlen_ratio", "0.001", "--ctc_weight", "1.0"]) == 0
+    assert all(line.split()[2] == "1" for line in read_lines(tmp_path / "ctc" / "gen_info.1"))
     # the same model with the default bound (the encoder length) and greedy CTC (no bound): lengths as in text
     for mode in ("beam", "greedy_ctc"):
         out = tmp_path / mode

@@ -51,7 +51,7 @@ from speechllm.data.audio import AudioError, compute_utt2dur
 from speechllm.data.dataset import pad_sequences
 from speechllm.data.datadir import DataDirAudio, read_feats_scp, read_utt2dur, read_utt2num_frames
 from speechllm.data.fix_datadir import share_of
-from speechllm.search.beam_search import batch_beam_search, max_output_lengths
+from speechllm.search.beam_search import at_length_bound, batch_beam_search
 from speechllm.search.greedy_ctc import greedy_ctc
 from speechllm.search.lm_scorer import CausalLMScorer
 from speechllm.tasks.asr import build_model, resolve_input
@@ -334,10 +334,11 @@ def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, o
             if any(ok):
                 idx = torch.tensor([j for j, good in enumerate(ok) if good], device=enc.device)
                 kept = [u for u, good in zip(batch, ok) if good]
-                results.update(zip(kept, MODES[opts["mode"]](model, enc[idx], enc_lens[idx], opts, lm)))
-                if opts["mode"] == "beam":  # the search forces <eos> after maxlen - 1 tokens
-                    bounds = max_output_lengths(enc_lens[idx], opts["maxlen_ratio"]).tolist()
-                    cut += [u for u, bound in zip(kept, bounds) if len(results[u][0][0]) >= bound - 1]
+                hyps = MODES[opts["mode"]](model, enc[idx], enc_lens[idx], opts, lm)
+                results.update(zip(kept, hyps))
+                if opts["mode"] == "beam":
+                    bound = at_length_bound(hyps, enc_lens[idx], opts["maxlen_ratio"], model.decoder, opts["ctc_weight"])
+                    cut += [u for u, at_bound in zip(kept, bound) if at_bound]
             bar.update(len(batch))
     return results, too_short, cut
 
@@ -346,12 +347,12 @@ def write_outputs(output_dir: Path, job: int, results: dict, tokenizer: Tokenize
     """``text.JOB`` (utt hyp), ``nbest.JOB`` (utt rank score hyp) and ``gen_info.JOB`` (utt
     num_tokens stopped; 0 for the ``cut`` ones), sorted by utterance id."""
     text_lines, nbest_lines, info_lines = [], [], []
-    cut = set(cut)
+    cut_ids = set(cut)
     for utt in sorted(results):
         texts = [(tokenizer.decode(ids), score) for ids, score in results[utt]]
         text_lines.append(f"{utt} {texts[0][0]}".rstrip() + "\n")
         nbest_lines += [f"{utt} {r} {score:.4f} {text}".rstrip() + "\n" for r, (text, score) in enumerate(texts, 1)]
-        info_lines.append(f"{utt} {len(results[utt][0][0])} {0 if utt in cut else 1}\n")
+        info_lines.append(f"{utt} {len(results[utt][0][0])} {0 if utt in cut_ids else 1}\n")
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / f"text.{job}", "".join(text_lines))
     atomic_write_text(output_dir / f"nbest.{job}", "".join(nbest_lines))

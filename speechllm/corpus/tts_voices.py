@@ -134,15 +134,18 @@ def flite_voice_installed(voice: str) -> bool:
     return voice in proc.stdout.split()
 
 
+# Engines whose voices are installed apart from the engine: engine -> check of a voice name.
+VOICE_INSTALLED = {"festival": festival_voice_installed, "flite": flite_voice_installed}
+
+
 def voice_available(voice_id: str) -> tuple[bool, str]:
     """``(ok, reason)``: whether ``voice_id`` can be synthesized here, and why not."""
     spec = VOICES[voice_id]
     if not engine_available(spec["engine"]):
         return False, f"{ENGINE_COMMANDS[spec['engine']]} or sox not installed"
-    if spec["engine"] == "festival" and not festival_voice_installed(spec["voice"]):
-        return False, f"festival voice {spec['voice']} not installed"
-    if spec["engine"] == "flite" and not flite_voice_installed(spec["voice"]):
-        return False, f"flite voice {spec['voice']} not built into this flite"
+    installed = VOICE_INSTALLED.get(spec["engine"])
+    if installed is not None and not installed(spec["voice"]):
+        return False, f"{spec['engine']} voice {spec['voice']} not installed"
     return True, ""
 
 

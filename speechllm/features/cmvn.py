@@ -116,10 +116,8 @@ class GlobalCMVN(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise ``x`` ``[B, T, D]``; frames at ``t >= lengths[b]`` are set to zero."""
         y = (x - self.mean) * self.istd
-        if lengths is None:
-            if self.utterance_mean:
-                y = y - y.mean(dim=1, keepdim=True)
-            return y
+        if lengths is None:  # every frame is valid
+            return y - y.mean(dim=1, keepdim=True) if self.utterance_mean else y
         valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]).unsqueeze(-1)
         y = y.masked_fill(~valid, 0.0)
         if self.utterance_mean:

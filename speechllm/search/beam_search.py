@@ -57,6 +57,22 @@ def max_output_lengths(enc_lens: torch.Tensor, maxlen_ratio: float) -> torch.Ten
 
 
 @torch.no_grad()
+def _pure_ctc(decoder: nn.Module | None, ctc_weight: float) -> bool:
+    """Whether :func:`batch_beam_search` runs the CTC prefix search (no token limit)."""
+    return decoder is None or ctc_weight == 1.0
+
+
+def at_length_bound(nbest_lists: list[list[Hypothesis]], memory_lens: torch.Tensor, maxlen_ratio: float,
+                    decoder: nn.Module | None, ctc_weight: float) -> list[bool]:
+    """Per utterance of a :func:`batch_beam_search` result: whether its 1-best ended at the last
+    step the token limit allows, where the joint search forces ``<eos>`` (a hypothesis possibly
+    cut short). Always False for the pure CTC prefix search, which has no token limit."""
+    if _pure_ctc(decoder, ctc_weight):
+        return [False] * len(nbest_lists)
+    bounds = max_output_lengths(memory_lens, maxlen_ratio).tolist()
+    return [len(hyps[0][0]) >= bound - 1 for hyps, bound in zip(nbest_lists, bounds)]
+
+
 def batch_beam_search(
     decoder: nn.Module | None,
     memory: torch.Tensor,
@@ -98,7 +114,7 @@ def batch_beam_search(
     if ctc_weight > 0 and ctc_log_probs is None:
         raise ValueError("ctc_weight > 0 needs ctc_log_probs")
     lm = _fusion_lm(lm, lm_weight)
-    if decoder is None or ctc_weight == 1.0:
+    if _pure_ctc(decoder, ctc_weight):
         if ctc_log_probs is None:
             raise ValueError("pure CTC search needs ctc_log_probs")
         return ctc_prefix_beam_search(ctc_log_probs, memory_lens, beam_size, nbest=nbest, blank=blank,
