@@ -167,3 +167,23 @@ def test_lm_of_another_token_list_is_an_error(setup, tmp_path, capsys):
     assert main(decode_args(setup, tmp_path / "out", "--lm_dir", str(other), "--lm_weight", "0.5")) == 1
     err = capsys.readouterr().err
     assert "asr_inference: the LM's token list" in err and "must be trained on the ASR model's token list" in err
+
+
+def test_lexicon_restricts_hypotheses_to_its_words(setup, tmp_path, capfd):
+    words = ["hello", "world", "dog", "and"]
+    (tmp_path / "lexicon.txt").write_text("".join(f"{w} {' '.join(w)}\n" for w in words))  # Kaldi lexicon.txt
+    for ctc_weight in ("0.3", "1.0"):
+        out = tmp_path / f"lex{ctc_weight}"
+        assert main(decode_args(setup, out, "--lexicon", str(tmp_path / "lexicon.txt"), "--ctc_weight", ctc_weight)) == 0
+        hyps = [line.split(" ", 3)[3].split() if line.count(" ") >= 3 else [] for line in read_lines(out / "nbest.1")]
+        assert any(hyps) and all(w in words for h in hyps for w in h)
+        assert yaml.safe_load((out / "decode_config.yaml").read_text())["lexicon"] == str(tmp_path / "lexicon.txt")
+    assert "restricted to its 4 words" in capfd.readouterr().err
+    assert main(decode_args(setup, tmp_path / "x", "--lexicon", str(tmp_path / "none.txt"))) == 1
+    assert f"lexicon {tmp_path / 'none.txt'}: no such file" in capfd.readouterr().err
+    (tmp_path / "bad.txt").write_bytes(b"hello\n\xff\xfe\n")
+    assert main(decode_args(setup, tmp_path / "x", "--lexicon", str(tmp_path / "bad.txt"))) == 1
+    assert f"lexicon {tmp_path / 'bad.txt'}: not UTF-8" in capfd.readouterr().err
+    greedy = decode_args(setup, tmp_path / "x", "--lexicon", str(tmp_path / "lexicon.txt"), "--mode", "greedy_ctc")
+    assert main(greedy) == 1
+    assert "a word list needs mode beam" in capfd.readouterr().err

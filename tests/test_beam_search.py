@@ -133,9 +133,10 @@ def test_fitted_model_decodes_its_training_transcripts(encoded, ctc_weight):
 
 
 def reference_joint_search(model, enc, enc_len, ctc_logp, beam, ctc_weight, nbest, length_bonus=0.0,
-                           lm=None, lm_weight=0.0):
+                           lm=None, lm_weight=0.0, allowed=None):
     """One utterance, plain Python lists, whole-prefix decoder (and LM) runs, CTC prefix scores
-    recomputed from scratch per hypothesis, and no early stop (runs to maxlen)."""
+    recomputed from scratch per hypothesis, and no early stop (runs to maxlen). ``allowed(seq)``:
+    whether a hypothesis (``<eos>`` last when it ends) may exist; the others score -inf."""
     from speechllm.search.ctc_prefix_score import CTCPrefixScorer
 
     scorer = CTCPrefixScorer(ctc_logp, enc_len, eos=EOS)
@@ -157,6 +158,8 @@ def reference_joint_search(model, enc, enc_len, ctc_logp, beam, ctc_weight, nbes
             ys = torch.tensor([[EOS, *seq]])
             att = torch.log_softmax(model.decoder(enc, enc_len, ys, torch.tensor([ys.size(1)]))[0, -1], dim=-1)
             att[0] = float("-inf")
+            if allowed is not None:
+                att[[c for c in range(VOCAB) if not allowed(seq + (c,))]] = float("-inf")
             lm_logp = lm.score_batch(ys)[0][0] if lm is not None else torch.zeros_like(att)
             pre = (1 - ctc_weight) * att + lm_weight * lm_logp if lm is not None else att
             toks = set(pre.topk(int(1.5 * beam)).indices.tolist()) | {EOS}
@@ -294,3 +297,108 @@ def test_lm_weight_needs_an_lm_and_cannot_be_negative(encoded, lm):
         batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, lm_weight=0.5)
     with pytest.raises(ValueError, match="lm_weight must be >= 0"):
         ctc_prefix_beam_search(ctc_logp, enc_lens, lm=lm, lm_weight=-1.0)
+
+
+# --- lexicon constraint ----------------------------------------------------------------------
+# Sentencepiece-style pieces for the toy vocabulary ("\u2581" starts a word).
+PIECES = ["<blank>", "<unk>", "\u2581a", "\u2581b", "c", "d", "\u2581e", "f", "\u2581", "g", "h", "<sos/eos>"]
+WORDS = ["a", "ac", "bd", "bdc", "e", "ef", "gh"]
+
+
+def spelled(seq):
+    """Words spelled by token ids (no <eos>), and whether they are well-formed (begin with a word start)."""
+    text = "".join(PIECES[t] for t in seq)
+    return text.split("\u2581")[1:], text == "" or text.startswith("\u2581")
+
+
+def lexicon_allows(seq):
+    """Plain rule: every finished word is listed, the word being spelled is a prefix of one;
+    <eos> ends only a complete word (or an empty hypothesis). Special tokens are never text."""
+    ends = bool(seq) and seq[-1] == EOS
+    body = seq[:-1] if ends else seq
+    if any(t in (0, 1, EOS) for t in body):
+        return False
+    words, ok = spelled(body)
+    if not ok:
+        return False
+    done, last = (words, None) if ends else (words[:-1], words[-1] if words else None)
+    return all(w in WORDS for w in done) and (last is None or any(v.startswith(last) for v in WORDS))
+
+
+@pytest.fixture(scope="module")
+def constraint():
+    from speechllm.search.lexicon import LexiconConstraint
+
+    return LexiconConstraint(PIECES, WORDS, eos=EOS)
+
+
+def test_lexicon_constraint_allows_exactly_the_prefixes_of_listed_words(constraint):
+    import itertools
+
+    checked = 0
+    for n in range(1, 5):  # every token sequence up to 4 tokens, each followed by every token
+        for seq in itertools.product(range(2, VOCAB - 1), repeat=n - 1):
+            if not lexicon_allows(seq):
+                continue
+            state = ""
+            for tok in seq:
+                state = constraint.advance(state, tok)
+            mask = constraint.mask(state)
+            assert [bool(m == 0) for m in mask] == [lexicon_allows(seq + (c,)) for c in range(VOCAB)], seq
+            checked += 1
+    assert checked > 50
+    assert constraint.advance("", 4) is None  # no text before the first word start
+    assert float(constraint.mask("")[EOS]) == 0.0  # the empty hypothesis may end
+
+
+@pytest.mark.parametrize("ctc_weight,use_lm", [(0.3, False), (0.5, True), (0.0, False)])
+def test_joint_search_with_lexicon_matches_plain_reference(encoded, lm, constraint, ctc_weight, use_lm):
+    model, enc, enc_lens, ctc_logp, _ = encoded
+    fusion = dict(lm=lm, lm_weight=0.6) if use_lm else {}
+    free = batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, beam_size=3, ctc_weight=ctc_weight, nbest=3,
+                             **fusion)
+    hyps = batch_beam_search(model.decoder, enc, enc_lens, ctc_logp, beam_size=3, ctc_weight=ctc_weight, nbest=3,
+                             constraint=constraint, **fusion)
+    assert any(not lexicon_allows(tuple(h) + (EOS,)) for nbest in free for h, _ in nbest)  # the constraint matters
+    assert all(lexicon_allows(tuple(h) + (EOS,)) for nbest in hyps for h, _ in nbest)
+    with torch.no_grad():
+        for b in [1, 3, 5]:
+            n = int(enc_lens[b])
+            ref = reference_joint_search(model, enc[b : b + 1, :n], enc_lens[b : b + 1], ctc_logp[b : b + 1, :n],
+                                         3, ctc_weight, 3, allowed=lexicon_allows, **fusion)
+            assert [h for h, _ in hyps[b]] == [h for h, _ in ref]
+            assert [s for _, s in hyps[b]] == pytest.approx([s for _, s in ref], abs=1e-4)
+
+
+def test_ctc_prefix_search_with_lexicon_keeps_the_best_listed_sentences(constraint):
+    """With a beam wide enough to keep every prefix, the constrained CTC prefix search returns the
+    listed-word label sequences ranked by log P(labels | x) (brute force over all of them)."""
+    import itertools
+
+    lengths = torch.tensor([4, 3])
+    g = torch.Generator().manual_seed(2)
+    logp = torch.log_softmax(torch.randn(2, 4, VOCAB, generator=g) * 2, dim=-1)
+    hyps = ctc_prefix_beam_search(logp, lengths, beam_size=400, nbest=5, constraint=constraint)
+    free = ctc_prefix_beam_search(logp, lengths, beam_size=400, nbest=5)
+    assert any(not lexicon_allows(tuple(h) + (EOS,)) for nbest in free for h, _ in nbest)
+    for b in range(2):
+        T = int(lengths[b])
+        seqs = [s for n in range(T + 1) for s in itertools.product(range(2, VOCAB - 1), repeat=n)
+                if lexicon_allows(s + (EOS,))]
+        ref = sorted(((list(s), ctc_sequence_logp(logp[b, :T], s)) for s in seqs), key=lambda h: -h[1])
+        ref = [h for h in ref if h[1] > float("-inf")][:5]
+        assert [h for h, _ in hyps[b]] == [h for h, _ in ref]
+        assert [s for _, s in hyps[b]] == pytest.approx([s for _, s in ref], abs=1e-4)
+
+
+def ctc_sequence_logp(logp, labels):
+    """log P(labels | x) of CTC by summing over every frame-level path (brute force)."""
+    import itertools
+
+    T, V = logp.shape
+    total = []
+    for path in itertools.product(range(V - 1), repeat=T):  # <eos> (V - 1) is never emitted
+        collapsed = [t for i, t in enumerate(path) if t != 0 and (i == 0 or t != path[i - 1])]
+        if collapsed == list(labels):
+            total.append(sum(float(logp[i, t]) for i, t in enumerate(path)))
+    return float(torch.logsumexp(torch.tensor(total), 0)) if total else float("-inf")

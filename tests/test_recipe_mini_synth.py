@@ -89,6 +89,19 @@ def test_lm_stage_and_decoding_with_shallow_fusion(asr_run):
                            timeout=300)
     assert again.returncode == 0 and f"skip: {lm_exp}/.done exists" in again.stderr
 
+    # --use_lexicon true: stage 5b writes the LM text's words, the LM decodings (own _lex dirs) use them
+    lex = subprocess.run(lm_cmd + ["--use_lexicon", "true", "--lm_tune_set", "", "--stop_stage", "7"], cwd=RECIPE,
+                         capture_output=True, text=True, timeout=300)
+    assert lex.returncode == 0, lex.stderr[-4000:]
+    words = (lm_exp / "words.txt").read_text().split()
+    train_words = {w for line in (out / "data" / "train" / "text").read_text().splitlines() for w in line.split()[1:]}
+    assert words == sorted(train_words)
+    dec = asr_exp / "decode_decode_lm_train_lm_char40_valid.acc.ave_lex" / "test"
+    assert yaml.safe_load((dec / "decode_config.yaml").read_text())["lexicon"] == f"{lm_exp}/words.txt"
+    assert f"lexicon: {lm_exp}/words.txt" in yaml.safe_load((dec / "decode_info.yaml").read_text())["decoding"]
+    # (the tiny model's hypotheses may all be empty; the search itself: tests/test_beam_search.py)
+    assert {w for line in (dec / "text").read_text().splitlines() for w in line.split()[1:]} <= train_words
+
 
 TINY_LM = """model_conf: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
              intermediate_size: 64, max_position_embeddings: 512, tie_word_embeddings: true}

@@ -17,6 +17,10 @@ list (its ``config.yaml``; weights ``--lm_checkpoint``, default ``LM_DIR/valid.l
 ``lm_weight`` (> 0) weights its log-probabilities in the search (``speechllm.search.beam_search``).
 A different token list or vocabulary size is an error, so is ``lm_weight > 0`` without an LM.
 
+``lexicon`` (``mode: beam``): a word list (the first field of each line, so a Kaldi
+``lexicon.txt`` also works); hypotheses then spell only its words
+(:mod:`speechllm.search.lexicon`), e.g. the words of the LM's training text.
+
 The data dir is read as the model was trained (the training config's ``input``): matrices of
 ``feats.scp`` (``fbank``, ``dumped``), or audio of ``wav.scp`` + ``segments`` (``raw``).
 Job ``J`` of ``N`` decodes the J-th contiguous share (1-based) of its utterances in id order,
@@ -53,6 +57,7 @@ from speechllm.data.datadir import DataDirAudio, read_feats_scp, read_utt2dur, r
 from speechllm.data.fix_datadir import share_of
 from speechllm.search.beam_search import at_length_bound, batch_beam_search
 from speechllm.search.greedy_ctc import greedy_ctc
+from speechllm.search.lexicon import LexiconConstraint, read_word_list
 from speechllm.search.lm_scorer import CausalLMScorer
 from speechllm.tasks.asr import build_model, resolve_input
 from speechllm.tasks.lm import load_unit_lm
@@ -72,6 +77,7 @@ DECODE_DEFAULTS: dict[str, Any] = {
     "maxlen_ratio": 0.0,     # max tokens = ratio x encoder frames; 0: encoder frames
     "nbest": 1,
     "lm_weight": 0.0,        # > 0: shallow fusion with the LM of --lm_dir
+    "lexicon": None,         # word list: hypotheses spell only its words (mode beam)
     "batch_size": 8,
     "device": "cpu",
 }
@@ -79,27 +85,27 @@ Hypotheses = list[list[tuple[list[int], float]]]
 
 
 def decode_beam(model: torch.nn.Module, enc: torch.Tensor, enc_lens: torch.Tensor, opts: dict,
-                lm: CausalLMScorer | None = None) -> Hypotheses:
+                lm: CausalLMScorer | None = None, constraint: LexiconConstraint | None = None) -> Hypotheses:
     """Joint CTC/attention beam search (pure CTC prefix search when ctc_weight is 1), with the LM
-    fused when given."""
+    fused and the words restricted to a lexicon when given."""
     ctc_logp = model.ctc.log_softmax(enc) if model.ctc is not None and opts["ctc_weight"] > 0 else None
     return batch_beam_search(
         model.decoder, enc, enc_lens, ctc_logp, beam_size=opts["beam_size"], ctc_weight=opts["ctc_weight"],
         length_bonus=opts["length_bonus"], maxlen_ratio=opts["maxlen_ratio"], nbest=opts["nbest"],
         sos=model.sos, eos=model.eos, blank=model.blank,
-        lm=lm, lm_weight=opts["lm_weight"] if lm is not None else 0.0,
+        lm=lm, lm_weight=opts["lm_weight"] if lm is not None else 0.0, constraint=constraint,
     )
 
 
 def decode_greedy_ctc(model: torch.nn.Module, enc: torch.Tensor, enc_lens: torch.Tensor, opts: dict,
-                      lm: CausalLMScorer | None = None) -> Hypotheses:
-    """Best-path CTC: one hypothesis per utterance (no LM: ``resolve_options`` refuses one)."""
+                      lm: CausalLMScorer | None = None, constraint: LexiconConstraint | None = None) -> Hypotheses:
+    """Best-path CTC: one hypothesis per utterance (no LM or lexicon: ``resolve_options`` refuses them)."""
     if model.ctc is None:
         raise ConfigError("mode greedy_ctc: the model has no CTC head (trained with ctc_weight 0)")
     return [[hyp] for hyp in greedy_ctc(model.ctc.log_softmax(enc), enc_lens, blank=model.blank)]
 
 
-MODES: dict[str, Callable[..., Hypotheses]] = {  # (model, enc, enc_lens, opts, lm) -> N-best lists
+MODES: dict[str, Callable[..., Hypotheses]] = {  # (model, enc, enc_lens, opts, lm, constraint) -> N-best lists
     "beam": decode_beam,
     "greedy_ctc": decode_greedy_ctc,
 }
@@ -134,6 +140,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--nbest", type=int, help=f"hypotheses written to nbest.JOB (default {d['nbest']})")
     g.add_argument("--lm_weight", type=float,
                    help=f"weight of the --lm_dir LM's log-probabilities, mode beam (default {d['lm_weight']})")
+    g.add_argument("--lexicon", help="word list (first field per line): hypotheses spell only its words, mode beam")
     g.add_argument("--batch_size", type=int, help=f"utterances decoded together (default {d['batch_size']})")
     g.add_argument("--device", help=f"cpu, cuda, cuda:1, ... (default {d['device']})")
     p.add_argument("--print_config", action="store_true", help="print the resolved decoding options and exit")
@@ -166,6 +173,8 @@ def resolve_options(args: argparse.Namespace) -> tuple[dict, dict | None]:
     if opts["mode"] not in MODES:
         raise ConfigError(f"mode: unknown choice {opts['mode']!r}; choose one of {sorted(MODES)}")
     _check_lm_options(args, opts)
+    if opts["lexicon"] is not None and opts["mode"] != "beam":
+        raise ConfigError(f"lexicon {opts['lexicon']}: a word list needs mode beam, not {opts['mode']}")
     return opts, model_config
 
 
@@ -185,6 +194,14 @@ def load_lm(args: argparse.Namespace, tokenizer: Tokenizer, device: str) -> Caus
     """The LM of ``--lm_dir`` as a scorer for the search; its token list must be the ASR's."""
     checkpoint = args.lm_checkpoint or args.lm_dir / "valid.loss.ave.pt"
     return CausalLMScorer(load_unit_lm(args.lm_dir, checkpoint, tokenizer).lm.to(device))
+
+
+def load_lexicon(path: str | Path, tokenizer: Tokenizer) -> LexiconConstraint:
+    """The search constraint of the word list ``path`` over the tokenizer's tokens."""
+    words = read_word_list(path)
+    constraint = LexiconConstraint(tokenizer.token_list, words, eos=tokenizer.sos_eos_id)
+    log.info("lexicon %s: hypotheses restricted to its %d words", path, len(constraint.words))
+    return constraint
 
 
 def _first_existing(*paths: Path | None) -> Path | None:
@@ -311,7 +328,8 @@ def load_tokenizer(args: argparse.Namespace) -> Tokenizer:
 
 def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, order: list[str], opts: dict,
                       job_name: str, load: Callable[[str], np.ndarray] | None = None,
-                      lm: CausalLMScorer | None = None) -> tuple[dict[str, Hypotheses], list[str], list[str]]:
+                      lm: CausalLMScorer | None = None, constraint: LexiconConstraint | None = None,
+                      ) -> tuple[dict[str, Hypotheses], list[str], list[str]]:
     """N-best lists of ``order`` (in batches of ``batch_size``), the utterances too short to
     encode, and (beam mode) those whose 1-best reached the token bound (``maxlen_ratio``).
 
@@ -334,7 +352,7 @@ def decode_utterances(model: torch.nn.Module, feats: Mapping[str, str] | None, o
             if any(ok):
                 idx = torch.tensor([j for j, good in enumerate(ok) if good], device=enc.device)
                 kept = [u for u, good in zip(batch, ok) if good]
-                hyps = MODES[opts["mode"]](model, enc[idx], enc_lens[idx], opts, lm)
+                hyps = MODES[opts["mode"]](model, enc[idx], enc_lens[idx], opts, lm, constraint)
                 results.update(zip(kept, hyps))
                 if opts["mode"] == "beam":
                     bound = at_length_bound(hyps, enc_lens[idx], opts["maxlen_ratio"], model.decoder, opts["ctc_weight"])
@@ -366,6 +384,7 @@ def decode(args: argparse.Namespace, opts: dict, model_config: dict | None) -> N
     model = load_model(args, model_config, tokenizer.vocab_size).to(opts["device"])
     _adapt_ctc_weight(model, opts)
     lm = load_lm(args, tokenizer, opts["device"]) if opts["lm_weight"] > 0 else None
+    constraint = load_lexicon(opts["lexicon"], tokenizer) if opts["lexicon"] is not None else None
     if resolve_input(model_config) == "raw":
         sample_rate = int((model_config.get("input_conf") or {}).get("sample_rate", 16000))
         inputs = audio_inputs(args.data_dir, args.nj, args.job, sample_rate)
@@ -376,7 +395,7 @@ def decode(args: argparse.Namespace, opts: dict, model_config: dict | None) -> N
 
     start = time.perf_counter()
     results, too_short, cut = decode_utterances(model, None, order, opts, f"job {args.job}/{args.nj}",
-                                                load=inputs.load, lm=lm)
+                                                load=inputs.load, lm=lm, constraint=constraint)
     elapsed = time.perf_counter() - start
     write_outputs(args.output_dir, args.job, results, tokenizer, cut)
     if cut:

@@ -31,6 +31,10 @@ grows by ``c`` and ``lm_weight log p_lm(<eos> | h)`` at the end.
 Without an LM, or with ``lm_weight == 0`` (the LM is then not run), results are those of the
 search without fusion, bit for bit.
 
+Both searches take an optional ``constraint`` (:class:`speechllm.search.lexicon.LexiconConstraint`):
+tokens that would spell a word outside its word list score ``-inf`` (in the joint search before
+the pre-beam, so only allowed tokens compete), and a hypothesis may end only after a complete word.
+
 Results: for each utterance a list of ``(token_ids, score)`` sorted by score, best first;
 ``token_ids`` exclude ``<sos>``/``<eos>``. The blank (id 0) is never an output token.
 """
@@ -42,6 +46,7 @@ import torch
 from torch import nn
 
 from speechllm.search.ctc_prefix_score import CTCPrefixScorer
+from speechllm.search.lexicon import START, LexiconConstraint
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +95,7 @@ def batch_beam_search(
     pre_beam_ratio: float = 1.5,
     lm=None,
     lm_weight: float = 0.0,
+    constraint: LexiconConstraint | None = None,
 ) -> list[list[Hypothesis]]:
     """N-best lists for a batch of encoded utterances (see the module docstring).
 
@@ -108,6 +114,7 @@ def batch_beam_search(
             best tokens (by decoder + LM score) per hypothesis.
         lm: external LM for shallow fusion (``score_batch``, :mod:`speechllm.search.lm_scorer`)
             over the same token ids; lm_weight: its weight (>= 0; 0 leaves the LM out).
+        constraint: restricts hypotheses to the words of a word list (None: any token sequence).
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
@@ -118,12 +125,13 @@ def batch_beam_search(
         if ctc_log_probs is None:
             raise ValueError("pure CTC search needs ctc_log_probs")
         return ctc_prefix_beam_search(ctc_log_probs, memory_lens, beam_size, nbest=nbest, blank=blank,
-                                      eos=eos, length_bonus=length_bonus, lm=lm, lm_weight=lm_weight, sos=sos)
+                                      eos=eos, length_bonus=length_bonus, lm=lm, lm_weight=lm_weight, sos=sos,
+                                      constraint=constraint)
     vocab = decoder.vocab_size
     sos = vocab - 1 if sos is None else sos
     eos = vocab - 1 if eos is None else eos
     return _JointSearch(decoder, memory, memory_lens, ctc_log_probs, beam_size, ctc_weight, length_bonus,
-                        maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio, lm, lm_weight).run()
+                        maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio, lm, lm_weight, constraint).run()
 
 
 def _fusion_lm(lm, lm_weight: float):
@@ -140,8 +148,10 @@ class _JointSearch:
     """State of one joint CTC/attention search; ``run()`` returns the N-best lists."""
 
     def __init__(self, decoder, memory, memory_lens, ctc_log_probs, beam, ctc_weight, length_bonus,
-                 maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio, lm=None, lm_weight=0.0) -> None:
+                 maxlen_ratio, nbest, sos, eos, blank, pre_beam_ratio, lm=None, lm_weight=0.0,
+                 constraint=None) -> None:
         self.decoder, self.beam, self.ctc_weight = decoder, beam, ctc_weight
+        self.constraint = constraint
         self.lm, self.lm_weight = lm, lm_weight
         self.length_bonus, self.nbest = length_bonus, nbest
         self.sos, self.eos, self.blank = sos, eos, blank
@@ -187,8 +197,11 @@ class _JointSearch:
         scores[::W] = 0.0  # one live hypothesis per utterance at the start: no duplicates in the beam
         cache = lm_cache = lm_logp = None
         ctc_state = self.scorer.initial_state(self.utt) if self.scorer is not None else None
+        words = [START] * N if self.constraint is not None else None  # lexicon state per row
         for i in range(int(self.maxlens.max())):
             att, cache = self.decoder.score_batch(ys, self.memory, self.memory_mask, cache)
+            if words is not None:
+                att = att + self.constraint.masks(words, self.device)
             if self.lm is not None:
                 lm_logp, lm_cache = self.lm.score_batch(ys, lm_cache)
             joint, ctc_out = self._step_scores(att, ctc_state, lm_logp)
@@ -219,6 +232,9 @@ class _JointSearch:
                 col = (cand[sel] == token.unsqueeze(1)).int().argmax(dim=1)  # dead rows: any column
                 ctc_state = self.scorer.extend(ctc_state, psi, r, cand, sel, col)
             self.utt = self.utt[sel]
+            if words is not None:
+                words = [self.constraint.advance(words[p], t) if words[p] is not None else None
+                         for p, t in zip(sel.tolist(), token.tolist())]
         return self._results()
 
     def _collect_finished(self, ys, parent, top_val, is_eos) -> None:
@@ -265,6 +281,7 @@ def ctc_prefix_beam_search(
     lm=None,
     lm_weight: float = 0.0,
     sos: int | None = None,
+    constraint: LexiconConstraint | None = None,
 ) -> list[list[Hypothesis]]:
     """Frame-synchronous CTC prefix beam search, batched over utterances.
 
@@ -281,6 +298,8 @@ def ctc_prefix_beam_search(
         eos: a token that is never emitted (default ``V - 1``, the ``<sos/eos>`` id).
         lm, lm_weight: external LM (``score_batch``) and its weight; the LM scores a label when a
             prefix grows by it and ``<eos>`` after the last frame. sos: its first input (default ``eos``).
+        constraint: a prefix may grow only by tokens the word list allows, and ends (after the
+            last frame) only after a complete word.
 
     Returns:
         Per utterance, up to ``nbest`` ``(token_ids, score)`` sorted best first.
@@ -302,6 +321,7 @@ def ctc_prefix_beam_search(
     pos = torch.arange(cap, device=dev)
     not_label = torch.zeros(V, dtype=torch.bool, device=dev)
     not_label[[blank, eos]] = True
+    words = [[START] * W for _ in range(B)] if constraint is not None else None  # lexicon state per entry
 
     for t in range(T):
         x = log_probs[:, t]  # [B, V]
@@ -312,6 +332,8 @@ def ctc_prefix_beam_search(
         repeat = torch.arange(V, device=dev)[None, None, :] == last.unsqueeze(2)
         ext = torch.where(repeat, pb.unsqueeze(2), tot.unsqueeze(2)) + x.unsqueeze(1)  # [B, W, V]
         ext = ext.masked_fill(not_label, NEG_INF)
+        if words is not None:
+            ext = ext + constraint.masks([s for row in words for s in row], dev).view(B, W, V)
         stay_pnb, ext = _merge_extensions_into_beam(prefixes, plen, last, tot, stay_pnb, ext, pos)
 
         stay_tot = torch.logaddexp(stay_pb, stay_pnb)
@@ -339,10 +361,14 @@ def ctc_prefix_beam_search(
         pb, pnb = torch.where(active, new_pb, pb), torch.where(active, new_pnb, pnb)
         plen, last = torch.where(active, new_plen, plen), torch.where(active, new_last, last)
         prefixes = torch.where(active.unsqueeze(2), new_prefixes, prefixes)
+        if words is not None:
+            words = _follow_words(constraint, words, parent, token, is_stay, active.squeeze(1))
 
     final = torch.logaddexp(pb, pnb) + length_bonus * plen
     if fusion is not None:
         final = final + fusion.end_scores(eos)
+    if words is not None:
+        final = final.masked_fill(~_ended_words(constraint, words, dev), NEG_INF)
     final, prefixes, plen = final.cpu(), prefixes.cpu(), plen.cpu()
     results = []
     for b in range(B):
@@ -350,6 +376,26 @@ def ctc_prefix_beam_search(
         hyps = [(prefixes[b, k, : plen[b, k]].tolist(), float(final[b, k])) for k in order if final[b, k] > NEG_INF]
         results.append(hyps[:nbest] or [([], NEG_INF)])
     return results
+
+
+def _follow_words(constraint: LexiconConstraint, words: list[list[str | None]], parent: torch.Tensor,
+                  token: torch.Tensor, is_stay: torch.Tensor, active: torch.Tensor) -> list[list[str | None]]:
+    """Lexicon states after a frame of the CTC prefix search: entry ``w`` takes its parent's
+    state, advanced by ``token`` where it grew; utterances no longer ``active`` keep theirs."""
+    out = []
+    for row, par, tok, stay, act in zip(words, parent.tolist(), token.tolist(), is_stay.tolist(), active.tolist()):
+        if not act:
+            out.append(row)
+            continue
+        new = [row[p] if s or row[p] is None else constraint.advance(row[p], t) for p, t, s in zip(par, tok, stay)]
+        out.append(new)
+    return out
+
+
+def _ended_words(constraint: LexiconConstraint, words: list[list[str | None]], device) -> torch.Tensor:
+    """``[B, W]`` bool: entries whose last word is complete (they may end)."""
+    return torch.tensor([[s is not None and constraint.end_allowed(s) for s in row] for row in words],
+                        dtype=torch.bool, device=device)
 
 
 class _PrefixLMScores:

@@ -66,6 +66,8 @@ lm_train_text=""        # '<id> <sentence>' lines; default: ${data_dir}/local/lm
 lm_valid_text=""        # default: the validation transcripts ${data_dir}/${valid_set}/text
 lm_inference_config=conf/decode_lm.yaml  # use_lm=true: the second decoding of stage 7 (sets lm_weight)
 inference_lm=valid.loss.ave.pt     # LM checkpoint file name under the LM exp dir
+use_lexicon=false       # use_lm=true: the LM decodings spell only words of the LM training text (stage
+                        # 5b writes them to <lm exp>/words.txt; asr_inference --lexicon)
 lm_tune_set=""          # use_lm=true: also decode and score this set (e.g. dev, never a test set) with
 lm_tune_grid="0.3:0.5 0.5:0.3 0.5:0.5 0.5:0.7"  # each ctc_weight:lm_weight pair here (over
                         # lm_inference_config): a RESULTS.md row per pair to choose the weights from
@@ -84,6 +86,7 @@ decodings=("${inference_tag} ${inference_config}")
 declare -A decoding_sets=() decoding_args=()
 if [ "${use_lm}" = true ]; then
     lm_decoding_tag=$(basename "${lm_inference_config}" .yaml)_${lm_tag}_$(basename "${inference_model}" .pt)
+    [ "${use_lexicon}" != true ] || lm_decoding_tag+=_lex
     decodings+=("${lm_decoding_tag} ${lm_inference_config}")
     if [ -n "${lm_tune_set}" ]; then
         for t in ${test_sets}; do

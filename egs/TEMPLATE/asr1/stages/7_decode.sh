@@ -1,7 +1,8 @@
 # Stage 7: decoding of every test set in ${inference_nj} parallel jobs (utterances batched), once
 # per entry of ${decodings[@]} (asr.sh): with use_lm=true also with shallow fusion of the stage-5b
 # LM (lm_weight from ${lm_inference_config}), and with --lm_tune_set, that set once per pair of
-# --lm_tune_grid (the pair's --ctc_weight/--lm_weight after the config).
+# --lm_tune_grid (the pair's --ctc_weight/--lm_weight after the config). With use_lexicon=true the
+# LM decodings spell only the words of stage 5b's word list.
 for decoding in "${decodings[@]}"; do
     read -r tag config <<< "${decoding}"
     lm_opts=()
@@ -11,6 +12,11 @@ for decoding in "${decodings[@]}"; do
         [ -e "${lm_exp}/${inference_lm}" ] || { log "error: no LM ${lm_exp}/${inference_lm} (run stage 5b)"; exit 1; }
         lm_opts=(--lm_dir "${lm_exp}" --lm_checkpoint "${lm_exp}/${inference_lm}")
         lm_info=" lm: ${lm_exp}/${inference_lm}"
+        if [ "${use_lexicon}" = true ]; then
+            [ -f "${lm_exp}/words.txt" ] || { log "error: no lexicon ${lm_exp}/words.txt (run stage 5b)"; exit 1; }
+            lm_opts+=(--lexicon "${lm_exp}/words.txt")
+            lm_info+=" lexicon: ${lm_exp}/words.txt"
+        fi
     fi
     extra_args=${decoding_args[${tag}]:-}
     for dset in ${decoding_sets[${tag}]:-${test_sets}}; do
