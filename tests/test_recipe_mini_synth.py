@@ -72,10 +72,11 @@ def test_lm_stage_and_decoding_with_shallow_fusion(asr_run):
     dec = asr_exp / "decode_decode_lm_train_lm_char40_valid.acc.ave" / "test"
     assert json.loads((dec / "score" / "result.json").read_text())["num_utts"] == 4
     info = yaml.safe_load((dec / "decode_info.yaml").read_text())
-    assert "lm_weight: 0.5" in info["decoding"] and info["lm"] == f"{lm_exp}/valid.loss.ave.pt"
-    assert yaml.safe_load((dec / "decode_config.yaml").read_text())["lm_weight"] == 0.5
+    weight = yaml.safe_load((RECIPE / "conf" / "decode_lm.yaml").read_text())["lm_weight"]  # the recipe's choice
+    assert f"lm_weight: {weight}" in info["decoding"] and info["lm"] == f"{lm_exp}/valid.loss.ave.pt"
+    assert yaml.safe_load((dec / "decode_config.yaml").read_text())["lm_weight"] == weight
     rows = [line for line in (out / "RESULTS.md").read_text().splitlines() if line.startswith("| test |")]
-    assert len(rows) == 2 and sum("lm_weight: 0.5" in r and "lm_train_lm_char40" in r for r in rows) == 1
+    assert len(rows) == 2 and sum(f"lm_weight: {weight}" in r and "lm_train_lm_char40" in r for r in rows) == 1
     # --lm_tune_set dev: one dev decoding per grid pair, the pair's weights after the config's
     tune = asr_exp / "decode_decode_lm_train_lm_char40_valid.acc.ave_tune_ctc0.5_lm0.6" / "dev"
     resolved = yaml.safe_load((tune / "decode_config.yaml").read_text())

@@ -36,4 +36,5 @@ fi
     --speed_perturb_factors "" \
     --use_lm true \
     --lm_tune_set dev \
+    --lm_tune_grid "0.3:0.5 0.5:0.3 0.5:0.5 0.5:0.7 0.5:0.9" \
     "$@"
