@@ -1,5 +1,6 @@
 """The speech-LLM task end to end on tiny parts: ``train --task sllm`` (encoder from an ASR
 checkpoint, LoRA, trainable-only checkpoints), ``sllm_inference`` in jobs, ``sllm_export``."""
+import shutil
 from pathlib import Path
 
 import kaldiio
@@ -197,3 +198,20 @@ def test_lora_scale_decodes_and_needs_lora(setup, tmp_path, capsys):
     assert sllm_inference.main(["--model_dir", str(tmp_path / "export"), "--data_dir", str(dev_dir),
                                 "--output_dir", str(tmp_path / "x"), "--lora_scale", "0.5"]) == 1
     assert "no LoRA layers" in capsys.readouterr().err
+
+
+def test_encoder_init_with_other_feature_normalization_is_a_config_error(setup, tmp_path):
+    """An exp dir's config.yaml beside the checkpoint says how its encoder's features were normalized."""
+    root, exp, _, _ = setup
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    asr_exp = tmp_path / "asr_exp"
+    asr_exp.mkdir()
+    shutil.copy(root / "asr.pt", asr_exp / "valid.acc.ave.pt")
+    asr_config = {"normalize": "global_mvn", "normalize_conf": {"utterance_mean": True}}
+    (asr_exp / "config.yaml").write_text(yaml.safe_dump(asr_config))
+    config["encoder_init"] = str(asr_exp / "valid.acc.ave.pt")
+    with pytest.raises(ConfigError, match="utterance_mean True .* utterance_mean False"):
+        sllm.build_model(config)
+    (asr_exp / "config.yaml").write_text(yaml.safe_dump({"normalize": None}))  # the same as config: loads
+    assert config.get("normalize") is None
+    sllm.build_model(config)

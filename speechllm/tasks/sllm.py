@@ -110,6 +110,29 @@ def _init_encoder_from_asr(encoder: nn.Module, path: str | os.PathLike) -> None:
     logger.info("encoder initialized from %s (%d tensors)", path, len(wanted))
 
 
+def _check_features_of_encoder_init(config: dict, path: str | os.PathLike) -> None:
+    """The encoder of ``encoder_init`` must see the features it was trained on: where the
+    checkpoint's training ``config.yaml`` lies beside it (an experiment dir), its ``normalize``
+    and ``normalize_conf.utterance_mean`` must equal ``config``'s (the weights do not show them)."""
+    from speechllm.utils.config import load_yaml
+
+    asr_config_path = Path(path).parent / "config.yaml"
+    if not asr_config_path.is_file():
+        logger.info("encoder_init %s: no config.yaml beside it; its feature normalization is not checked", path)
+        return
+    asr_config = load_yaml(asr_config_path)
+
+    def features(cfg: dict) -> tuple:
+        return cfg.get("normalize"), bool((cfg.get("normalize_conf") or {}).get("utterance_mean", False))
+
+    if features(asr_config) != features(config):
+        raise ConfigError(
+            f"encoder_init {path}: its model was trained with normalize {features(asr_config)[0]!r}, "
+            f"utterance_mean {features(asr_config)[1]} ({asr_config_path}), this config has normalize "
+            f"{features(config)[0]!r}, utterance_mean {features(config)[1]}; make them equal"
+        )
+
+
 def build_llm(config: dict) -> tuple[nn.Module, Any]:
     """The LLM and its tokenizer from ``llm`` (hub id / directory) or ``llm_config`` (random)."""
     from speechllm.llm.loading import build_causal_lm_from_config, load_causal_lm, load_tokenizer
@@ -139,6 +162,7 @@ def build_model(config: dict, cmvn_stats_path: str | os.PathLike | None = None) 
     if normalize is not None or specaug is not None:
         encoder = NormalizedEncoder(normalize, encoder, specaug)
     if config.get("encoder_init"):
+        _check_features_of_encoder_init(config, config["encoder_init"])
         _init_encoder_from_asr(encoder, config["encoder_init"])
     llm, tokenizer = build_llm(config)
     projector_cls = asr._lookup(PROJECTORS, "projector", config.get("projector", "linear"))
