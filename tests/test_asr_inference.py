@@ -180,10 +180,10 @@ def test_lexicon_restricts_hypotheses_to_its_words(setup, tmp_path, capfd):
         assert yaml.safe_load((out / "decode_config.yaml").read_text())["lexicon"] == str(tmp_path / "lexicon.txt")
     assert "restricted to its 4 words" in capfd.readouterr().err
     assert main(decode_args(setup, tmp_path / "x", "--lexicon", str(tmp_path / "none.txt"))) == 1
-    assert f"lexicon {tmp_path / 'none.txt'}: no such file" in capfd.readouterr().err
+    assert f"{tmp_path / 'none.txt'}: file not found" in capfd.readouterr().err
     (tmp_path / "bad.txt").write_bytes(b"hello\n\xff\xfe\n")
     assert main(decode_args(setup, tmp_path / "x", "--lexicon", str(tmp_path / "bad.txt"))) == 1
-    assert f"lexicon {tmp_path / 'bad.txt'}: not UTF-8" in capfd.readouterr().err
+    assert f"{tmp_path / 'bad.txt'}:2: invalid UTF-8 byte 0xff" in capfd.readouterr().err
     greedy = decode_args(setup, tmp_path / "x", "--lexicon", str(tmp_path / "lexicon.txt"), "--mode", "greedy_ctc")
     assert main(greedy) == 1
     assert "a word list needs mode beam" in capfd.readouterr().err

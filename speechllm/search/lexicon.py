@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from speechllm.utils.config import ConfigError
+from speechllm.data.datadir import DataDirError, iter_lines
 
 WORD_START = "\u2581"  # sentencepiece's word-boundary mark
 NEG_INF = float("-inf")
@@ -30,24 +30,19 @@ START = ""  # the state before any word
 def read_word_list(path: str | os.PathLike) -> list[str]:
     """Words of a word list or Kaldi lexicon: the first field of each non-empty line.
 
-    Raises ConfigError naming the file (and line) when it is missing, not UTF-8 or has no words.
+    Errors (:class:`DataDirError`) name the file, and the line where there is one: a missing
+    file, bad UTF-8, a word holding the word-boundary mark, no word at all.
     """
     words = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                fields = line.split()
-                if fields:
-                    words.append(fields[0])
-    except FileNotFoundError:
-        raise ConfigError(f"lexicon {path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"lexicon {path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    for lineno, line in iter_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if WORD_START in fields[0]:
+            raise DataDirError(path, lineno, f"word {fields[0]!r} contains the word-boundary mark {WORD_START!r}")
+        words.append(fields[0])
     if not words:
-        raise ConfigError(f"lexicon {path}: no words")
-    bad = next((i for i, w in enumerate(words) if WORD_START in w), None)
-    if bad is not None:
-        raise ConfigError(f"lexicon {path}: word {words[bad]!r} contains the word-boundary mark {WORD_START!r}")
+        raise DataDirError(path, None, "no words in the lexicon")
     return words
 
 
@@ -70,9 +65,6 @@ class LexiconConstraint:
         self.prefixes = {w[:i] for w in self.words for i in range(1, len(w) + 1)}
         self._mask: dict[str, torch.Tensor] = {}
         self._next: dict[tuple[str, int], str | None] = {}
-
-    def _complete(self, state: str) -> bool:
-        return state == START or state in self.words
 
     def advance(self, state: str, token: int) -> str | None:
         """State after ``token``; None when the token leaves the word list."""
@@ -97,8 +89,8 @@ class LexiconConstraint:
         return current if current in self.prefixes else None
 
     def end_allowed(self, state: str) -> bool:
-        """Whether a hypothesis in ``state`` may end (its last word is complete)."""
-        return self._complete(state)
+        """Whether a hypothesis in ``state`` may end (its last word is complete, or it is empty)."""
+        return state == START or state in self.words
 
     def mask(self, state: str, device: torch.device | str = "cpu") -> torch.Tensor:
         """``[V]`` float scores: 0 for the tokens allowed after ``state`` (``<eos>`` included), else -inf."""

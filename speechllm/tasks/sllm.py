@@ -44,7 +44,7 @@ from speechllm.llm.text_tasks import PLACEHOLDER, load_prompt_set
 from speechllm.nets.projectors import PROJECTORS
 from speechllm.tasks import asr
 from speechllm.train.checkpoint import load_model_state_dict
-from speechllm.utils.config import ConfigError
+from speechllm.utils.config import ConfigError, load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -114,22 +114,19 @@ def _check_features_of_encoder_init(config: dict, path: str | os.PathLike) -> No
     """The encoder of ``encoder_init`` must see the features it was trained on: where the
     checkpoint's training ``config.yaml`` lies beside it (an experiment dir), its ``normalize``
     and ``normalize_conf.utterance_mean`` must equal ``config``'s (the weights do not show them)."""
-    from speechllm.utils.config import load_yaml
-
     asr_config_path = Path(path).parent / "config.yaml"
     if not asr_config_path.is_file():
         logger.info("encoder_init %s: no config.yaml beside it; its feature normalization is not checked", path)
         return
-    asr_config = load_yaml(asr_config_path)
-
-    def features(cfg: dict) -> tuple:
-        return cfg.get("normalize"), bool((cfg.get("normalize_conf") or {}).get("utterance_mean", False))
-
-    if features(asr_config) != features(config):
+    trained, here = (
+        (cfg.get("normalize"), bool((cfg.get("normalize_conf") or {}).get("utterance_mean", False)))
+        for cfg in (load_yaml(asr_config_path), config)
+    )
+    if trained != here:
         raise ConfigError(
-            f"encoder_init {path}: its model was trained with normalize {features(asr_config)[0]!r}, "
-            f"utterance_mean {features(asr_config)[1]} ({asr_config_path}), this config has normalize "
-            f"{features(config)[0]!r}, utterance_mean {features(config)[1]}; make them equal"
+            f"encoder_init {path}: its model was trained with normalize {trained[0]!r}, utterance_mean "
+            f"{trained[1]} ({asr_config_path}), this config has normalize {here[0]!r}, utterance_mean "
+            f"{here[1]}; make them equal"
         )
 
 
