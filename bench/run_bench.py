@@ -3,7 +3,8 @@
 Measures, on egs/mini_synth/asr1 (its conf/train.yaml model, its dumped features and token list):
   * training throughput: seconds of input audio per wall-clock second over real batches
     (data loading, forward, backward, optimizer step), and peak memory, in fp32 and with each
-    autocast dtype of --amp_dtypes the device supports (bf16 on the CPU, as the Trainer does);
+    autocast dtype of --amp_dtypes the device supports (bf16 on the CPU, as the Trainer does),
+    each with native and packed dropout (the Trainer's dropout_impl; auto = packed on the CPU);
   * decoding real-time factor (decode seconds / audio seconds) for greedy CTC and for the batched
     joint CTC/attention beam search at several batch sizes, and peak memory.
 Results go to bench/results/<name>.json and .md with a description of the machine.
@@ -15,6 +16,7 @@ the report says (an untrained decoder runs to the length limit, so its beam timi
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import logging
@@ -36,7 +38,8 @@ from speechllm.data.sampler import BucketBatchSampler
 from speechllm.tasks.asr import build_model
 from speechllm.text.tokenizer import Tokenizer
 from speechllm.train.checkpoint import load_model_state_dict
-from speechllm.train.trainer import AMP_DTYPES, amp_enabled
+from speechllm.nets.dropout import use_packed_dropout
+from speechllm.train.trainer import AMP_DTYPES, DROPOUT_IMPLS, amp_enabled, packed_dropout_wanted
 from speechllm.utils.config import atomic_write_text, load_yaml
 from speechllm.utils.git import git_commit
 from speechllm.utils.logging_utils import setup_logging
@@ -76,9 +79,15 @@ def ensure_recipe_data(recipe: Path) -> None:
     subprocess.run(["./run.sh", "--stop_stage", "5"], cwd=recipe, check=True)
 
 
-def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device: str, amp_dtype: str = "none") -> dict:
+def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device: str, amp_dtype: str = "none",
+                   dropout_impl: str = "native") -> dict:
     """Throughput of real training steps over length-bucketed batches of the recipe's train set,
-    under autocast to ``amp_dtype`` (a key of the Trainer's ``AMP_DTYPES``) as the Trainer would."""
+    under autocast to ``amp_dtype`` (a key of the Trainer's ``AMP_DTYPES``) as the Trainer would,
+    with the ``nn.Dropout`` layers of a copy of ``model`` made packed when the Trainer's
+    ``dropout_impl`` rule says so on ``device``."""
+    model = copy.deepcopy(model)
+    if packed_dropout_wanted(dropout_impl, torch.device(device)):
+        use_packed_dropout(model)
     dtype = AMP_DTYPES[amp_dtype]
     use_amp = amp_enabled(dtype, torch.device(device))
     sampler = BucketBatchSampler(dataset.lengths, batch_bins=int(config["batch_bins"]), shuffle=True, seed=0)
@@ -108,7 +117,7 @@ def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    return {"amp_dtype": amp_dtype, "steps": timed_steps, "batch_bins": int(config["batch_bins"]), "audio_s": round(audio_s, 1),
+    return {"amp_dtype": amp_dtype, "dropout_impl": dropout_impl, "steps": timed_steps, "batch_bins": int(config["batch_bins"]), "audio_s": round(audio_s, 1),
             "wall_s": round(wall, 2), "audio_s_per_wall_s": round(audio_s / wall, 1),
             "peak_memory_mb": round(peak_memory_mb(device))}
 
@@ -140,10 +149,10 @@ def to_markdown(report: dict) -> str:
              f"Commit {m['commit']}, {m['date']}. Command: `{report['command']}`", "",
              f"Model: {report['model']}", "",
              "## Training", "",
-             "| autocast | steps | batch_bins | audio s | wall s | audio s / wall s | peak memory MB |",
-             "|---|---|---|---|---|---|---|"]
+             "| autocast | dropout | steps | batch_bins | audio s | wall s | audio s / wall s | peak memory MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for t in report["training"]:
-        lines.append(f"| {t['amp_dtype']} | {t['steps']} | {t['batch_bins']} | {t['audio_s']} | {t['wall_s']} "
+        lines.append(f"| {t['amp_dtype']} | {t.get('dropout_impl', 'native')} | {t['steps']} | {t['batch_bins']} | {t['audio_s']} | {t['wall_s']} "
                      f"| {t['audio_s_per_wall_s']} | {t['peak_memory_mb']} |")
     lines += ["", "## Decoding", "",
              "| mode | beam | batch size | utts | audio s | wall s | RTF | peak memory MB |", "|---|---|---|---|---|---|---|---|"]
@@ -161,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train_steps", type=int, default=20)
     p.add_argument("--amp_dtypes", nargs="+", default=["none", "bf16", "fp16"], choices=sorted(AMP_DTYPES),
                    help="training autocast dtypes to time; those the device cannot autocast to are left out")
+    p.add_argument("--dropout_impls", nargs="+", default=["native", "packed"], choices=list(DROPOUT_IMPLS),
+                   help="Trainer dropout_impl settings to time with each autocast dtype")
     p.add_argument("--decode_utts", type=int, default=48, help="test utterances decoded per setting")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--beam_size", type=int, default=8)
@@ -189,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
             if amp_dtype != "none" and not amp_enabled(AMP_DTYPES[amp_dtype], torch.device(args.device)):
                 log.info("training with %s autocast: not on %s, left out", amp_dtype, args.device)
                 continue
-            log.info("training: %d steps, autocast %s", args.train_steps, amp_dtype)
-            model.load_state_dict(initial_state)  # every setting starts from the same weights
-            training.append(bench_training(model, config, train_set, args.train_steps, args.device, amp_dtype))
+            for impl in args.dropout_impls:
+                log.info("training: %d steps, autocast %s, dropout %s", args.train_steps, amp_dtype, impl)
+                model.load_state_dict(initial_state)  # every setting starts from the same weights
+                torch.manual_seed(0)  # and the same batches
+                training.append(bench_training(model, config, train_set, args.train_steps, args.device, amp_dtype, impl))
 
         ckpt = recipe / args.exp / "valid.acc.ave.pt"
         if ckpt.exists():
