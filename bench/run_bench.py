@@ -35,11 +35,11 @@ from speechllm.bin.asr_inference import decode_utterances
 from speechllm.data.datadir import read_feats_scp, read_utt2num_frames
 from speechllm.data.dataset import ASRDataset, collate_asr
 from speechllm.data.sampler import BucketBatchSampler
+from speechllm.nets.dropout import DROPOUT_IMPLS, apply_dropout_impl
 from speechllm.tasks.asr import build_model
 from speechllm.text.tokenizer import Tokenizer
 from speechllm.train.checkpoint import load_model_state_dict
-from speechllm.nets.dropout import use_packed_dropout
-from speechllm.train.trainer import AMP_DTYPES, DROPOUT_IMPLS, amp_enabled, packed_dropout_wanted
+from speechllm.train.trainer import AMP_DTYPES, amp_enabled
 from speechllm.utils.config import atomic_write_text, load_yaml
 from speechllm.utils.git import git_commit
 from speechllm.utils.logging_utils import setup_logging
@@ -86,8 +86,7 @@ def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device:
     with the ``nn.Dropout`` layers of a copy of ``model`` made packed when the Trainer's
     ``dropout_impl`` rule says so on ``device``."""
     model = copy.deepcopy(model)
-    if packed_dropout_wanted(dropout_impl, torch.device(device)):
-        use_packed_dropout(model)
+    apply_dropout_impl(model, dropout_impl, torch.device(device))
     dtype = AMP_DTYPES[amp_dtype]
     use_amp = amp_enabled(dtype, torch.device(device))
     sampler = BucketBatchSampler(dataset.lengths, batch_bins=int(config["batch_bins"]), shuffle=True, seed=0)
@@ -152,7 +151,7 @@ def to_markdown(report: dict) -> str:
              "| autocast | dropout | steps | batch_bins | audio s | wall s | audio s / wall s | peak memory MB |",
              "|---|---|---|---|---|---|---|---|"]
     for t in report["training"]:
-        lines.append(f"| {t['amp_dtype']} | {t.get('dropout_impl', 'native')} | {t['steps']} | {t['batch_bins']} | {t['audio_s']} | {t['wall_s']} "
+        lines.append(f"| {t['amp_dtype']} | {t['dropout_impl']} | {t['steps']} | {t['batch_bins']} | {t['audio_s']} | {t['wall_s']} "
                      f"| {t['audio_s_per_wall_s']} | {t['peak_memory_mb']} |")
     lines += ["", "## Decoding", "",
              "| mode | beam | batch size | utts | audio s | wall s | RTF | peak memory MB |", "|---|---|---|---|---|---|---|---|"]

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from speechllm.nets.dropout import PackedDropout, packed_dropout, use_packed_dropout
-from speechllm.train.trainer import packed_dropout_wanted, resolve_config
+from speechllm.nets.dropout import PackedDropout, apply_dropout_impl, packed_dropout, use_packed_dropout
+from speechllm.train.trainer import resolve_config
 from speechllm.utils.config import ConfigError
 
 
@@ -82,8 +82,13 @@ def test_use_packed_dropout_swaps_only_dropout_layers() -> None:
 
 def test_trainer_dropout_impl_rule() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert packed_dropout_wanted("auto", cpu) and not packed_dropout_wanted("auto", cuda)
-    assert packed_dropout_wanted("packed", cuda) and not packed_dropout_wanted("native", cpu)
+    # the rule only: a CPU model stands in for a CUDA one (nothing is moved)
+    assert apply_dropout_impl(nn.Sequential(nn.Dropout(0.1)), "auto", cpu) == 1
+    assert apply_dropout_impl(nn.Sequential(nn.Dropout(0.1)), "auto", cuda) == 0
+    assert apply_dropout_impl(nn.Sequential(nn.Dropout(0.1)), "packed", cuda) == 1
+    assert apply_dropout_impl(nn.Sequential(nn.Dropout(0.1)), "native", cpu) == 0
+    with pytest.raises(ValueError, match="dropout_impl"):
+        apply_dropout_impl(nn.Sequential(), "fast", cpu)
     assert resolve_config({})["dropout_impl"] == "auto"
     with pytest.raises(ConfigError, match="dropout_impl"):
         resolve_config({"dropout_impl": "fast"})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+DROPOUT_IMPLS = ("auto", "native", "packed")  # the Trainer's dropout_impl values
 _SLICES = 4  # 16-bit slices per 64-bit random integer
 _LEVELS = 1 << 16
 
@@ -66,3 +67,12 @@ def use_packed_dropout(model: nn.Module) -> int:
                 setattr(parent, name, packed)
                 swapped += 1
     return swapped
+
+
+def apply_dropout_impl(model: nn.Module, impl: str, device: torch.device) -> int:
+    """Make ``model``'s ``nn.Dropout`` layers packed when ``impl`` (a :data:`DROPOUT_IMPLS` value)
+    asks for it on ``device`` (``auto``: packed on the CPU only); returns how many were replaced."""
+    if impl not in DROPOUT_IMPLS:
+        raise ValueError(f"dropout_impl '{impl}': choose from {list(DROPOUT_IMPLS)}")
+    packed = impl == "packed" or (impl == "auto" and device.type == "cpu")
+    return use_packed_dropout(model) if packed else 0

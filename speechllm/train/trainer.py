@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from speechllm.data.sampler import BucketBatchSampler
-from speechllm.nets.dropout import use_packed_dropout
+from speechllm.nets.dropout import DROPOUT_IMPLS, apply_dropout_impl
 from speechllm.train import distributed as D
 from speechllm.train.checkpoint import (
     average_checkpoints,
@@ -104,8 +104,6 @@ DEFAULTS: dict[str, Any] = {
     "dropout_impl": "auto",
 }
 
-DROPOUT_IMPLS = ("auto", "native", "packed")
-
 
 def amp_enabled(dtype: torch.dtype | None, device: torch.device) -> bool:
     """Whether to autocast to ``dtype`` on ``device``: any AMP dtype on CUDA, bf16 on the CPU.
@@ -124,11 +122,6 @@ def amp_enabled(dtype: torch.dtype | None, device: torch.device) -> bool:
     if not any(native):
         logger.warning("amp_dtype=bf16 on a CPU without bf16 instructions: emulated, likely slower than fp32")
     return True
-
-
-def packed_dropout_wanted(impl: str, device: torch.device) -> bool:
-    """Whether ``dropout_impl`` (auto | native | packed) means PackedDropout on ``device``."""
-    return impl == "packed" or (impl == "auto" and device.type == "cpu")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -286,9 +279,8 @@ class Trainer:
         set_seed(int(c["seed"]) + self.dist.rank)
 
         self.model = model.to(self.device)
-        if packed_dropout_wanted(c["dropout_impl"], self.device):
-            n = use_packed_dropout(self.model)
-            logger.info("dropout_impl %s: %d nn.Dropout layers use PackedDropout", c["dropout_impl"], n)
+        n = apply_dropout_impl(self.model, c["dropout_impl"], self.device)
+        logger.info("dropout_impl %s: %d nn.Dropout layers use PackedDropout", c["dropout_impl"], n)
         self.train_model: nn.Module = self.model
         # Trainable-only checkpoints: a model with a frozen pretrained part (an LLM) saves just what
         # it trains; the frozen part is rebuilt from its own source.
