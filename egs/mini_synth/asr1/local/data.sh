@@ -10,7 +10,7 @@
 #    (training voices also timbre: formant shifts) and white/pink/brown noise at 20/15/10 dB SNR (a quarter clean). Test voices
 #    (espeak en-us+f4, festival kal_diphone) are held out of train and dev. Writes
 #    data/{train,dev,test} and data/local/corpus_info.yaml (sources, versions, sizes, timing).
-#    Defaults: ~4.9 h train, ~11 min dev, ~15 min test; about 140 s of synthesis on 2 cores.
+#    Defaults: ~9.9 h train, ~11 min dev, ~15 min test; about 320 s of synthesis on 2 cores.
 # 2. Real human speech test sets data/test_real_{librivox,librispeech,ljspeech,jfk} when the
 #    shared realspeech folder exists (relative paths are taken from the recipe directory).
 # 3. Text of the external LM (asr.sh --use_lm true, stage 5b): data/local/lm_train.txt, all
@@ -22,7 +22,7 @@ set -euo pipefail
 data_dir=data
 audio_dir=downloads/audio
 nj=2
-num_train=4000
+num_train=8000
 num_dev=150
 num_test=200
 seed=1
