@@ -6,7 +6,7 @@
 #                 [--realspeech_dir ../../../../shared/data/realspeech]
 #
 # 1. Corpus: KJV verses (Debian bible-kjv, public domain; Psalms, Proverbs, Ecclesiastes and
-#    the Gospels, 5-18 words) spoken by 15 espeak-ng/festival voices with varied rate and pitch
+#    the Gospels, 5-18 words) spoken by 17 espeak-ng/festival/flite voices with varied rate and pitch
 #    (training voices also timbre: formant shifts) and white/pink/brown noise at 20/15/10 dB SNR (a quarter clean). Test voices
 #    (espeak en-us+f4, festival kal_diphone) are held out of train and dev. Writes
 #    data/{train,dev,test} and data/local/corpus_info.yaml (sources, versions, sizes, timing).
@@ -52,10 +52,10 @@ case "${realspeech_dir}" in
 esac
 [ -d "${realspeech_dir}" ] && realspeech_dir=$(cd "${realspeech_dir}" && pwd -P)
 
-for cmd in bible espeak-ng festival sox; do
+for cmd in bible espeak-ng festival flite sox; do
     if ! command -v "${cmd}" >/dev/null; then
         echo "$0: '${cmd}' not found; install the Debian packages bible-kjv espeak-ng festival" \
-             "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox" >&2
+             "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite sox (or make install)" >&2
         exit 1
     fi
 done
