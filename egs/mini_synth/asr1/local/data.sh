@@ -52,10 +52,12 @@ case "${realspeech_dir}" in
 esac
 [ -d "${realspeech_dir}" ] && realspeech_dir=$(cd "${realspeech_dir}" && pwd -P)
 
-for cmd in bible espeak-ng festival flite sox; do
+# An early check for the common commands; make_corpus.py check_voices checks every voice the
+# corpus needs (engine, sox, festival voice packages, flite) before it synthesizes anything.
+for cmd in bible espeak-ng festival sox; do
     if ! command -v "${cmd}" >/dev/null; then
         echo "$0: '${cmd}' not found; install the Debian packages bible-kjv espeak-ng festival" \
-             "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite sox (or make install)" >&2
+             "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox" >&2
         exit 1
     fi
 done
