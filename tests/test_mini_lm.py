@@ -173,7 +173,7 @@ def test_training_uses_all_wordings_by_default_and_train_split_on_request(data, 
     d = prepare(tmp_path / "train_split", *inputs, "--include_heldout", "false")
     train_only = [ex for ex in read_jsonl(d / "train.jsonl") if ex["kind"] == "chat"]
     assert train_only and {ex["split"] for ex in train_only} == {"train"}
-    assert not {"uppercase", "keyword"} & {ex["task"] for ex in train_only}
+    assert not {"last_word", "keyword"} & {ex["task"] for ex in train_only}
 
 
 def test_prepare_is_reproducible(data, tmp_path, inputs):

@@ -16,7 +16,7 @@ from sllm_toys import make_tiny_llm
 REPO = Path(__file__).resolve().parents[1]
 MINI_PROMPTS = REPO / "egs" / "mini_synth" / "sllm1" / "conf" / "prompts" / "mini_tasks.yaml"
 FULL_PROMPTS = REPO / "egs" / "librispeech" / "sllm1" / "conf" / "prompts" / "full_tasks.yaml"
-MINI_HELDOUT_TASKS = {"uppercase", "keyword"}
+MINI_HELDOUT_TASKS = {"last_word", "keyword"}
 
 TEXT = {
     "utt1": "in the beginning god created the heaven and the earth",
@@ -89,16 +89,16 @@ def test_leak_check_refuses_heldout_wordings_and_tasks_naming_the_id(llm_dir, da
 
 
 def test_heldout_task_asked_for_in_a_training_run_is_an_error(llm_dir, data_dir, tmp_path, capsys):
-    assert run(llm_dir, data_dir, tmp_path / "x.jsonl", "--tasks", "repeat,uppercase") == 1
-    assert "task 'uppercase' is held out" in capsys.readouterr().err
+    assert run(llm_dir, data_dir, tmp_path / "x.jsonl", "--tasks", "repeat,last_word") == 1
+    assert "task 'last_word' is held out" in capsys.readouterr().err
 
 
 def test_exclude_tasks_drops_them(llm_dir, data_dir, tmp_path):
     out = tmp_path / "t.jsonl"
     assert run(llm_dir, data_dir, out, "--per_utt", "all", "--exclude_tasks", "continue,source_book") == 0
-    assert {r["task"] for r in records(out)} == {"repeat", "transcribe", "count_words", "first_word", "last_word"}
+    assert {r["task"] for r in records(out)} == {"repeat", "transcribe", "count_words", "first_word", "uppercase"}
     assert json.loads(T.meta_path(out).read_text())["tasks"] == ["repeat", "transcribe", "count_words",
-                                                                  "first_word", "last_word"]
+                                                                  "first_word", "uppercase"]
 
 
 # --- the draw ---------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_wording_ids_are_task_slash_id_and_unique(prompts):
 
 def test_heldout_tasks_and_wordings(prompts):
     heldout_tasks = {t.name for t in prompts.tasks.values() if t.split == "heldout"}
-    assert heldout_tasks == {"uppercase", "keyword"}
+    assert heldout_tasks == {"last_word", "keyword"}
     for task in prompts.tasks.values():
         held = [w for w in task.wordings if w.split == "heldout"]
         if task.name in heldout_tasks:
