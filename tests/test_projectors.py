@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechllm.nets.projectors import PROJECTORS, Conv1dProjector, CTCPoolProjector, LinearProjector, QFormerProjector
+from speechllm.nets.projectors import (PROJECTORS, Conv1dProjector, CTCPoolProjector, LinearProjector, QFormerProjector,
+                                      TextCTCProjector)
 from speechllm.utils.config import ConfigError
 
 D_IN, D_OUT = 12, 16
@@ -164,3 +165,78 @@ def test_ctc_pool_bad_options(tmp_path):
         CTCPoolProjector(D_IN, D_OUT, ctc_init=str(tmp_path / "d.pt"))
     with pytest.raises(ConfigError, match="blank_id"):
         CTCPoolProjector(D_IN, D_OUT, vocab_size=4, blank_id=4)
+
+
+# --- ctc_text -----------------------------------------------------------------------------------
+V_TEXT = 5  # LLM vocabulary of the ctc_text tests; the blank is class 5
+
+
+def _ctc_text(residual: bool = False) -> TextCTCProjector:
+    """A ctc_text projector bound to a random embedding table, whose head labels a frame by the
+    argmax of its first V_TEXT + 1 dims (scaled up: near one-hot posteriors)."""
+    torch.manual_seed(0)
+    proj = TextCTCProjector(D_IN, D_OUT, vocab_size=V_TEXT, hidden_size=8, residual=residual).eval()
+    head = torch.nn.Linear(D_IN, V_TEXT + 1)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[:, :V_TEXT + 1] = 60.0 * torch.eye(V_TEXT + 1)
+        head.bias.zero_()
+    proj.head = torch.nn.Sequential(head)
+    proj.bind_llm_embeddings(torch.nn.Embedding(V_TEXT, D_OUT))
+    return proj
+
+
+def test_ctc_text_gives_the_llm_embedding_of_each_recognized_token():
+    proj = _ctc_text()
+    b = V_TEXT  # blank
+    labels = [b, 1, 1, b, 2, 2, 1, b, 1, b, b, 0]  # runs: 1 | 2 | 1 | 1 | 0 -> 5 tokens
+    y, n = proj(_frames(labels)[None], torch.tensor([len(labels)]))
+    table = proj._llm_embedding[0].weight
+    assert n.tolist() == [5] and y.shape == (1, 5, D_OUT)
+    torch.testing.assert_close(y[0], table[[1, 2, 1, 1, 0]].detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_ctc_text_residual_starts_at_zero_and_padding_does_not_matter():
+    proj = _ctc_text(residual=True)
+    b = V_TEXT
+    a, blank = _frames([b, 3, 3, b, 4]), _frames([b, b, b])
+    alone, n_alone = proj(a[None], torch.tensor([5]))
+    table = proj._llm_embedding[0].weight.detach()
+    torch.testing.assert_close(alone[0], table[[3, 4]], atol=1e-4, rtol=1e-4)  # residual is zero at the start
+    x = torch.zeros(3, 9, D_IN)
+    x[0, :5], x[1, :3] = a, blank
+    x[0, 5:] = _frames([2, 2, 2, 2])  # padding that would be a token if it counted
+    y, n = proj(x, torch.tensor([5, 3, 0]))
+    assert n.tolist() == [2, 1, 0] and n_alone.tolist() == [2]
+    torch.testing.assert_close(y[0, :2], alone[0])
+    assert (y[0, 2:] == 0).all() and (y[2] == 0).all() and y[1, 0].abs().sum() > 0
+
+
+def test_ctc_text_loss_trains_the_head_and_not_the_llm_table():
+    proj = _ctc_text(residual=True).train()
+    b = V_TEXT
+    x = torch.stack([_frames([b, 1, 1, b, 2, b, b, b]), _frames([3, b, 3, b, 0, 0, b, b])])
+    lens = torch.tensor([8, 6])
+    good = proj.ctc_loss(x, lens, [torch.tensor([1, 2]), torch.tensor([3, 3, 0])])
+    bad = proj.ctc_loss(x, lens, [torch.tensor([2, 1]), torch.tensor([0, 4, 4])])
+    assert good.item() < 0.1 < bad.item()
+    too_long = proj.ctc_loss(x, lens, [torch.tensor([1, 2]), torch.arange(5).repeat(2)])  # 10 tokens, 6 frames
+    assert torch.isfinite(too_long)
+    proj.zero_grad()
+    y, _ = proj(x, lens)
+    (bad + y.sum()).backward()
+    assert all(p.grad is not None for p in proj.parameters())
+    assert {n.split(".")[0] for n, _ in proj.named_parameters()} == {"head", "residual"}  # the table is not ours
+    assert not any(k.startswith("_llm") for k in proj.state_dict())
+
+
+def test_ctc_text_bad_options():
+    with pytest.raises(ConfigError, match="vocab_size"):
+        TextCTCProjector(D_IN, D_OUT)
+    with pytest.raises(ConfigError, match="ctc_weight"):
+        TextCTCProjector(D_IN, D_OUT, vocab_size=4, ctc_weight=-1)
+    proj = TextCTCProjector(D_IN, D_OUT, vocab_size=4)
+    with pytest.raises(RuntimeError, match="bind_llm_embeddings"):
+        proj(torch.zeros(1, 3, D_IN), torch.tensor([3]))
+    with pytest.raises(ConfigError, match="5 x 16"):
+        proj.bind_llm_embeddings(torch.nn.Embedding(5, D_OUT))

@@ -186,6 +186,28 @@ def test_ctc_pool_reads_the_encoders_asr_head_and_survives_export(setup, tmp_pat
     assert exported["projector_conf"] == {"hidden_size": 16, "vocab_size": VOCAB}
 
 
+def test_ctc_text_trains_its_head_with_the_llm_frozen_and_survives_export(setup, tmp_path, capfd):
+    # frozen LLM, only the soft-text projector trains; its CTC loss reads the transcripts in the
+    # LLM's tokens (transcript_ids, from the training collate)
+    root, exp, _, dev_dir = setup
+    config = yaml.safe_load((root / "train.yaml").read_text())
+    config.update(projector="ctc_text", projector_conf={"hidden_size": 16}, lora=None,
+                  freeze=["encoder.*", "llm.*"], max_epoch=1)
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    ctc_exp = tmp_path / "exp"
+    assert train.main(["--task", "sllm", "--config", str(tmp_path / "train.yaml"), "--train_data_dir",
+                       str(root / "train"), "--valid_data_dir", str(dev_dir), "--exp_dir", str(ctc_exp)]) == 0
+    assert "loss_ctc" in capfd.readouterr().err
+    model = sllm.build_model(config)
+    llm_embed = model.llm.get_input_embeddings()
+    assert model.projector.vocab_size == llm_embed.num_embeddings
+    assert model.projector._llm_embedding[0] is llm_embed
+    state = load_model_state_dict(ctc_exp / "valid.acc.ave.pt")
+    assert {k.split(".")[1] for k in state} == {"head", "residual"}, sorted(state)
+    export = export_and_compare_decodings(ctc_exp, ctc_exp / "valid.acc.ave.pt", dev_dir, tmp_path)
+    assert yaml.safe_load((export / "config.yaml").read_text())["projector"] == "ctc_text"
+
+
 def test_lora_scale_decodes_and_needs_lora(setup, tmp_path, capsys):
     _, exp, _, dev_dir = setup
     common = ["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"), "--data_dir", str(dev_dir),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from speechllm.llm.loading import load_causal_lm
 from speechllm.llm.prompting import AUDIO_PLACEHOLDER as AUDIO
+from speechllm.llm.prompting import transcript_ids
 from speechllm.models.speech_llm import IGNORE_ID, SpeechLLM
 from speechllm.nets.encoders import ENCODERS
 from speechllm.nets.projectors import LinearProjector
@@ -212,6 +214,25 @@ def test_shapes_and_rates_are_checked(llama_dir):
     with pytest.raises(ConfigError, match="100 audio embeddings per second"):
         SpeechLLM(enc, LinearProjector(16, 64, downsample=1), model.llm, model.tokenizer)
     SpeechLLM(enc, LinearProjector(16, 64, downsample=1), model.llm, model.tokenizer, downsample_check=False)
+
+
+def test_ctc_text_adds_its_ctc_loss_when_the_batch_has_transcripts(llama_dir):
+    vocab = load_causal_lm(llama_dir).get_input_embeddings().num_embeddings
+    model = tiny_speech_llm(llama_dir, projector="ctc_text", projector_conf={"vocab_size": vocab, "hidden_size": 8},
+                            freeze=["encoder.*", "llm.*"])
+    model.projector.bind_llm_embeddings(model.llm.get_input_embeddings())
+    batch = _train_batch(model.tokenizer)
+    model.train()
+    _, plain = model(batch)
+    assert "loss_ctc" not in plain  # no transcripts: no CTC term
+    batch["transcript_ids"] = [transcript_ids(model.tokenizer, t) for t in ("and god said", "let there", "in")]
+    loss, stats = model(batch)
+    assert stats["loss_ctc"] > 0
+    assert stats["loss"] == pytest.approx(stats["loss_ce"] + stats["loss_ctc"], rel=1e-5)  # ctc_weight 1
+    assert stats["loss_ce"] == pytest.approx(plain["loss"], rel=1e-5)  # same SpecAugment-free encoder output
+    loss.backward()
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None} == {"projector"}
+    assert model.projector.head[0].weight.grad.abs().sum() > 0
 
 
 def test_ctc_pool_spans_train_a_frozen_llm(llama_dir):

@@ -127,6 +127,11 @@ def response_ids(tokenizer: Any, user_content: str, response: str, system: str |
     return _ids(tokenizer, _assistant_tail(tokenizer, user_content, response, system))
 
 
+def transcript_ids(tokenizer: Any, text: str) -> torch.Tensor:
+    """``text`` in the LLM's tokens, without special tokens (a projector's CTC target)."""
+    return _ids(tokenizer, text)
+
+
 def _special_ids(tokenizer: Any) -> set[int]:
     ids = set(tokenizer.all_special_ids)
     # ChatML's <|im_end|> etc. may be registered only as added tokens flagged special.

@@ -16,6 +16,8 @@ Batch (built by the speech-LLM collate function)::
                                                   # end = -1: to the end of utterance n
       "response_ids": list[LongTensor],           # per sequence target ids incl. the end-of-turn tokens
                                                   # (prompting.response_ids); absent or [] at inference
+      "transcript_ids": list[LongTensor],         # optional, per utterance: its transcript in the LLM's
+                                                  # tokens (training collates), for a projector's CTC loss
     }
 
 Sequence ``b`` is ``text_0, audio_0, text_1, ..., audio_{K-1}, text_K, response`` with
@@ -163,8 +165,10 @@ class SpeechLLM(nn.Module):
     def llm_dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 
-    def audio_embeddings(self, batch: dict) -> list[list[torch.Tensor]]:
-        """Projected audio ``[n_i, H]`` per sequence and audio slot (the spans of ``audio_spans``)."""
+    def audio_embeddings(self, batch: dict, encoded: tuple[torch.Tensor, torch.Tensor] | None = None
+                         ) -> list[list[torch.Tensor]]:
+        """Projected audio ``[n_i, H]`` per sequence and audio slot (the spans of ``audio_spans``);
+        ``encoded``: the encoder's ``(out, out_lengths)`` of the batch, when already computed."""
         spans_per_seq = batch["audio_spans"]
         prompts: list[PromptPieces] = batch["prompts"]
         if len(spans_per_seq) != len(prompts):
@@ -175,7 +179,7 @@ class SpeechLLM(nn.Module):
                                  f"{len(spans)} audio span(s) were given")
         if not any(spans_per_seq):
             return [[] for _ in spans_per_seq]
-        enc, enc_lens = self.encoder(batch["feats"], batch["feats_lens"])
+        enc, enc_lens = encoded if encoded is not None else self.encoder(batch["feats"], batch["feats_lens"])
         lens = enc_lens.tolist()
         pieces, utt_ids = [], batch.get("utt_ids") or [str(i) for i in range(enc.size(0))]
         for b, spans in enumerate(spans_per_seq):
@@ -196,10 +200,11 @@ class SpeechLLM(nn.Module):
             i += len(spans)
         return out
 
-    def _sequences(self, batch: dict, responses: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+    def _sequences(self, batch: dict, responses: list[torch.Tensor],
+                   encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[int]]:
         """Input embeddings ``[L_b, H]`` per sequence (prompt, audio, response) and prompt lengths."""
         prompts: list[PromptPieces] = batch["prompts"]
-        audio = self.audio_embeddings(batch)
+        audio = self.audio_embeddings(batch, encoded)
         embed = self.llm.get_input_embeddings()
         device = embed.weight.device
         # One embedding call for every text piece of the batch.
@@ -235,12 +240,20 @@ class SpeechLLM(nn.Module):
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean cross-entropy over the response tokens (+ the imitation KL term, see the class
-        doc); ``stats = {"loss", "acc"}`` (+ ``loss_ce``, ``loss_kl`` with the KL term)."""
+        doc, + ``ctc_weight`` x the projector's CTC loss when it has one and the batch holds
+        ``transcript_ids``); ``stats = {"loss", "acc"}`` (+ ``loss_ce``, ``loss_kl``, ``loss_ctc``
+        with the extra terms)."""
         responses = batch.get("response_ids") or []
         if len(responses) != len(batch["prompts"]):
             raise ValueError(f"batch: {len(batch['prompts'])} prompts but {len(responses)} response_ids; "
                              f"training needs a target per sequence")
-        seqs, prompt_lens = self._sequences(batch, responses)
+        # A projector with a CTC loss of its own (ctc_text) reads the whole utterances' encoder
+        # output once more, against the batch's transcripts in the LLM's tokenization.
+        ctc_weight = float(getattr(self.projector, "ctc_loss_weight", 0.0))
+        encoded = None
+        if ctc_weight > 0 and batch.get("transcript_ids") is not None:
+            encoded = self.encoder(batch["feats"], batch["feats_lens"])
+        seqs, prompt_lens = self._sequences(batch, responses, encoded)
         if min(prompt_lens) == 0:
             raise ValueError("batch: a sequence has an empty prompt; its first response token cannot be predicted")
         embeds, mask = self._pad(seqs, left=False)
@@ -267,6 +280,11 @@ class SpeechLLM(nn.Module):
             kl = kl_divergence(teacher, logits[valid], self.kl_temperature)
             stats.update(loss_ce=float(loss.detach()), loss_kl=float(kl.detach()))
             loss = loss + self.kl_weight * kl
+        if encoded is not None:
+            ctc = self.projector.ctc_loss(encoded[0], encoded[1], batch["transcript_ids"])
+            stats.setdefault("loss_ce", float(loss.detach()))
+            stats["loss_ctc"] = float(ctc.detach())
+            loss = loss + ctc_weight * ctc
         return loss, {"loss": float(loss.detach()), **stats}
 
     def _frozen_llm(self) -> Any:

@@ -48,7 +48,7 @@ import torch
 
 from speechllm.align import read_ctm
 from speechllm.data.dataset import pad_sequences
-from speechllm.llm.prompting import AUDIO_PLACEHOLDER, render_prompt_pieces, response_ids
+from speechllm.llm.prompting import AUDIO_PLACEHOLDER, render_prompt_pieces, response_ids, transcript_ids
 from speechllm.llm.text_tasks import PLACEHOLDER, PromptSet, load_prompt_set
 from speechllm.mtbi.interleave import InterleaveConfig, interleave
 from speechllm.mtbi.targets import check_targets_file
@@ -192,7 +192,8 @@ class MTBICollate:
                 text_user = wording.replace(PLACEHOLDER, it["text"])
                 teachers.append(render_prompt_pieces(self.tokenizer, text_user, self.system, n_audio=0).text_ids[0])
         batch = {"utt_ids": [it["utt_id"] for it in items], "feats": feats, "feats_lens": feats_lens,
-                 "prompts": prompts, "audio_spans": spans, "response_ids": responses}
+                 "prompts": prompts, "audio_spans": spans, "response_ids": responses,
+                 "transcript_ids": [transcript_ids(self.tokenizer, it["text"]) for it in items]}
         if teachers:
             batch["teacher_prompt_ids"] = teachers
         return batch

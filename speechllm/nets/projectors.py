@@ -32,6 +32,12 @@ Projectors:
   LLM). ``T'`` depends on the audio: ``output_lengths`` gives its upper bound ``T`` (every
   frame its own token), and a span without any non-blank frame still gives one embedding (the
   mean of its frames), so no span is ever empty.
+* ``ctc_text``: LLM-token-rate audio as soft text. A CTC head over the LLM's own vocabulary,
+  trained with a CTC loss on the transcript in the LLM's tokenization, labels the frames; each
+  run of one token gives the mix of the LLM's token embeddings its mean posterior weights (plus a
+  residual MLP, zero at the start). A frozen LLM reads nearly the embeddings of the text itself,
+  one per LLM token, where ``ctc_pool`` gives it one per ASR piece (several per LLM token).
+  ``T'`` as for ``ctc_pool``.
 """
 from __future__ import annotations
 
@@ -270,34 +276,137 @@ class CTCPoolProjector(nn.Module):
         return lengths.clone()
 
     def segments(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(segment index [B, T], count [B])``: per frame the token run it belongs to, or -1
-        (blank or padding); spans without a token get one segment over all their frames."""
-        b, t, _ = x.shape
-        valid = ~make_pad_mask(lengths, t).to(x.device)
+        """``(segment index [B, T], count [B])`` of the frames the ASR head labels (:func:`ctc_runs`)."""
         with torch.no_grad():
             labels = (x.float() @ self.ctc_weight.T + self.ctc_bias).argmax(-1)
-        token = valid & (labels != self.blank_id)
-        prev_label = nn.functional.pad(labels, (1, 0), value=-1)[:, :-1]
-        prev_token = nn.functional.pad(token, (1, 0), value=False)[:, :-1]
-        starts = token & ~(prev_token & (labels == prev_label))  # a repeat needs a blank in between
-        seg = torch.cumsum(starts.long(), dim=1) - 1
-        count = starts.sum(dim=1)
-        empty = count == 0
-        seg = torch.where(token, seg, torch.full_like(seg, -1))
-        seg[empty] = torch.where(valid[empty], 0, -1)
-        return seg, torch.where(empty & (lengths > 0).to(x.device), torch.ones_like(count), count)
+        return ctc_runs(labels, lengths.to(x.device), self.blank_id)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pool ``x[B, T, D]`` to ``[B, max tokens, output_size]`` (module doc)."""
-        b, t, d = x.shape
-        lengths = lengths.to(x.device)
         seg, count = self.segments(x, lengths)
-        n_out = max(int(count.max()), 1) if b else 1
-        index = torch.where(seg >= 0, seg, n_out)  # dropped frames go to a spare slot
-        sums = x.new_zeros(b, n_out + 1, d).scatter_add_(1, index[..., None].expand(b, t, d), x)
-        frames = x.new_zeros(b, n_out + 1).scatter_add_(1, index, torch.ones_like(x[..., 0]))
-        pooled = sums[:, :n_out] / frames[:, :n_out, None].clamp(min=1)
-        return _zero_padding(self.mlp(pooled), count), count
+        return _zero_padding(self.mlp(pool_runs(x, seg, count)), count), count
+
+
+class TextCTCProjector(nn.Module):
+    """A CTC head over the LLM's own vocabulary; one embedding per LLM token it hears: the mix of
+    the LLM's token embeddings its posteriors give (+ a residual MLP of the pooled frames).
+
+    Where ``ctc_pool`` pools by the ASR model's tokens (bpe200 pieces: several per LLM token, so a
+    frozen LLM reads a sequence shaped unlike any text), this head is trained, with a CTC loss on
+    the transcript in the LLM's tokenization (``ctc_weight``; :meth:`ctc_loss`, added by
+    :class:`~speechllm.models.speech_llm.SpeechLLM` when a batch has ``transcript_ids``), to label
+    the frames with the LLM's tokens. Frames of each run of one non-blank label (a repeat needs a
+    blank between) are pooled; per run the output is ``p @ E``: ``p`` the run's mean posterior over
+    the LLM's tokens (blank removed, renormalized), ``E`` the LLM's input embedding table (bound by
+    :meth:`bind_llm_embeddings`, never trained or saved here). A frozen LLM thus reads nearly the
+    embeddings of the text it would read (CTC posteriors as soft tokens, as in LegoSLM), so that
+    its text skills, held-out tasks included, can apply to speech. The residual MLP (zero at the
+    start) lets the language-model loss add what the mix lacks.
+
+    Args:
+        input_size: encoder output dimension D.
+        output_size: LLM hidden size.
+        vocab_size: the LLM's vocabulary (rows of its embedding table; ``build_model`` sets it).
+            The blank is the extra class ``vocab_size``.
+        hidden_size, activation: of the head's and the residual's 2-layer MLPs.
+        residual: add the residual MLP.
+        ctc_weight: weight of the CTC loss in training.
+        nominal_downsample: encoder frames per token on average (the audio-rate log line of
+            :class:`SpeechLLM` only).
+    """
+
+    # speechllm.tasks.sllm.build_model: vocab_size from the LLM, then bind_llm_embeddings
+    reads_llm_embeddings = True
+
+    def __init__(self, input_size: int, output_size: int, vocab_size: int | None = None, hidden_size: int = 512,
+                 activation: str = "relu", residual: bool = True, ctc_weight: float = 1.0,
+                 nominal_downsample: float = 4.0) -> None:
+        super().__init__()
+        if vocab_size is None:
+            raise ConfigError("projector ctc_text: give projector_conf.vocab_size (build_model sets it to the LLM's)")
+        self.input_size, self.output_size = input_size, output_size
+        self.vocab_size = _positive_int(vocab_size, "vocab_size")
+        self.blank_id = self.vocab_size
+        if isinstance(ctc_weight, bool) or not isinstance(ctc_weight, (int, float)) or ctc_weight < 0:
+            raise ConfigError(f"projector_conf.ctc_weight: expected a number >= 0, got {ctc_weight!r}")
+        self.ctc_loss_weight = float(ctc_weight)
+        self.downsample = float(nominal_downsample)
+        hidden = _positive_int(hidden_size, "hidden_size")
+        self.head = _mlp(input_size, hidden, self.vocab_size + 1, activation)
+        self.residual = _mlp(input_size, hidden, output_size, activation) if residual else None
+        if self.residual is not None:
+            nn.init.zeros_(self.residual[-1].weight)
+            nn.init.zeros_(self.residual[-1].bias)
+        # In a list so that it is not a submodule: the table is the LLM's (frozen, saved with it).
+        self._llm_embedding: list[nn.Embedding] = []
+
+    def bind_llm_embeddings(self, embedding: nn.Embedding) -> None:
+        """Use ``embedding`` (the LLM's input embeddings, ``[vocab_size, output_size]``) for the mix."""
+        rows, dim = embedding.weight.shape
+        if rows != self.vocab_size or dim != self.output_size:
+            raise ConfigError(f"projector ctc_text: the LLM's embedding table is {rows} x {dim}, the projector "
+                              f"was built for {self.vocab_size} x {self.output_size}")
+        self._llm_embedding[:] = [embedding]
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """The upper bound of forward's lengths: one token per frame."""
+        return lengths.clone()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool ``x[B, T, D]`` to ``[B, max tokens, output_size]`` (class doc)."""
+        if not self._llm_embedding:
+            raise RuntimeError("projector ctc_text: bind_llm_embeddings was not called (build_model does it)")
+        logits = self.head(x).float()
+        seg, count = ctc_runs(logits.detach().argmax(-1), lengths.to(x.device), self.blank_id)
+        post = pool_runs(logits.softmax(-1)[..., :self.blank_id], seg, count)
+        post = post / post.sum(-1, keepdim=True).clamp(min=1e-8)
+        table = self._llm_embedding[0].weight
+        y = post @ table.float()
+        if self.residual is not None:
+            y = y + self.residual(pool_runs(x, seg, count)).float()
+        return _zero_padding(y.to(x.dtype), count), count
+
+    def ctc_loss(self, x: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        """CTC loss of the head on whole utterances ``x[B, T, D]`` against ``targets`` (the LLM's
+        token ids of each transcript): per utterance divided by its target length, mean over B."""
+        if len(targets) != x.size(0):
+            raise ValueError(f"ctc_text: {len(targets)} transcripts for {x.size(0)} utterances")
+        log_probs = self.head(x).float().log_softmax(-1).transpose(0, 1)  # [T, B, V + 1]
+        target_lens = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        flat = torch.cat([t.long().cpu() for t in targets]) if targets else torch.zeros(0, dtype=torch.long)
+        # zero_infinity: an utterance with more tokens than frames gives no gradient instead of inf
+        return nn.functional.ctc_loss(log_probs, flat.to(x.device), lengths.cpu().long(), target_lens,
+                                      blank=self.blank_id, reduction="mean", zero_infinity=True)
+
+
+def ctc_runs(labels: torch.Tensor, lengths: torch.Tensor, blank_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(segment index [B, T], count [B])`` of frame labels ``[B, T]``: per frame the run of one
+    non-blank label it belongs to, or -1 (blank or padding); a repeat needs a blank in between.
+    An utterance without any non-blank frame gets one segment over all its frames, so no span of
+    audio is ever empty."""
+    t = labels.size(1)
+    valid = ~make_pad_mask(lengths, t).to(labels.device)
+    token = valid & (labels != blank_id)
+    prev_label = nn.functional.pad(labels, (1, 0), value=-1)[:, :-1]
+    prev_token = nn.functional.pad(token, (1, 0), value=False)[:, :-1]
+    starts = token & ~(prev_token & (labels == prev_label))
+    seg = torch.cumsum(starts.long(), dim=1) - 1
+    count = starts.sum(dim=1)
+    empty = count == 0
+    seg = torch.where(token, seg, torch.full_like(seg, -1))
+    seg[empty] = torch.where(valid[empty], 0, -1)
+    return seg, torch.where(empty & (lengths > 0), torch.ones_like(count), count)
+
+
+def pool_runs(values: torch.Tensor, seg: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values[B, T, D]`` over the frames of each segment of :func:`ctc_runs`:
+    ``[B, max(count, 1), D]`` (rows past an utterance's count are zero)."""
+    b, t, d = values.shape
+    n_out = max(int(count.max()), 1) if b else 1
+    index = torch.where(seg >= 0, seg, n_out)  # dropped frames go to a spare slot
+    sums = values.new_zeros(b, n_out + 1, d).scatter_add_(1, index[..., None].expand(b, t, d), values)
+    frames = values.new_zeros(b, n_out + 1).scatter_add_(1, index, torch.ones_like(values[..., 0]))
+    return sums[:, :n_out] / frames[:, :n_out, None].clamp(min=1)
 
 
 PROJECTORS: dict[str, Callable[..., nn.Module]] = {
@@ -305,4 +414,5 @@ PROJECTORS: dict[str, Callable[..., nn.Module]] = {
     "conv1d": Conv1dProjector,
     "qformer": QFormerProjector,
     "ctc_pool": CTCPoolProjector,
+    "ctc_text": TextCTCProjector,
 }

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from speechllm.data.dataset import pad_sequences
-from speechllm.llm.prompting import AUDIO_PLACEHOLDER, render_prompt_pieces, response_ids
+from speechllm.llm.prompting import AUDIO_PLACEHOLDER, render_prompt_pieces, response_ids, transcript_ids
 from speechllm.llm.text_tasks import PLACEHOLDER, load_prompt_set
 from speechllm.nets.projectors import PROJECTORS
 from speechllm.tasks import asr
@@ -167,8 +167,13 @@ def build_model(config: dict, cmvn_stats_path: str | os.PathLike | None = None) 
     if getattr(projector_cls, "reads_asr_ctc_head", False) and config.get("encoder_init") \
             and projector_conf.get("ctc_init") is None and projector_conf.get("vocab_size") is None:
         projector_conf["ctc_init"] = config["encoder_init"]  # the CTC head of the encoder's own ASR model
+    reads_llm = getattr(projector_cls, "reads_llm_embeddings", False)
+    if reads_llm and projector_conf.get("vocab_size") is None:
+        projector_conf["vocab_size"] = llm.get_input_embeddings().num_embeddings  # e.g. ctc_text's head
     projector = asr._construct(projector_cls, "projector_conf", projector_conf,
                                input_size=encoder.output_size(), output_size=llm.config.hidden_size)
+    if reads_llm:
+        projector.bind_llm_embeddings(llm.get_input_embeddings())
     lora = config.get("lora")
     if lora:
         llm = asr._construct(apply_lora, "lora", dict(lora), llm=llm)
@@ -254,6 +259,7 @@ class SpeechLLMCollate:
         if self.with_targets:
             batch["response_ids"] = [response_ids(self.tokenizer, u, it["text"], self.system)
                                      for u, it in zip(users, items)]
+            batch["transcript_ids"] = [transcript_ids(self.tokenizer, it["text"]) for it in items]
         return batch
 
 
