@@ -196,6 +196,25 @@ def test_ctc_text_gives_the_llm_embedding_of_each_recognized_token():
     torch.testing.assert_close(y[0], table[[1, 2, 1, 1, 0]].detach(), atol=1e-4, rtol=1e-4)
 
 
+def test_ctc_text_hard_mix_gives_the_argmax_tokens_embedding_where_soft_mixes():
+    proj = _ctc_text()
+    with torch.no_grad():
+        proj.head[0].weight.mul_(1 / 30)  # flatter posteriors: the soft mix is off the table's rows
+    b = V_TEXT
+    x, lens = _frames([b, 3, 3, b, 4, 4])[None], torch.tensor([6])
+    soft, n_soft = proj(x, lens)
+    proj.mix = "hard"
+    hard, n_hard = proj(x, lens)
+    table = proj._llm_embedding[0].weight.detach()
+    assert n_soft.tolist() == n_hard.tolist() == [2]
+    torch.testing.assert_close(hard[0], table[[3, 4]])
+    assert (soft[0] - table[[3, 4]]).abs().max() > 0.1
+    with pytest.raises(ConfigError, match="mix must be one of soft, hard, got 'argmax'"):
+        proj.mix = "argmax"
+    with pytest.raises(ConfigError, match="mix must be one of"):
+        TextCTCProjector(D_IN, D_OUT, vocab_size=V_TEXT, mix="Hard")
+
+
 def test_ctc_text_residual_starts_at_zero_and_padding_does_not_matter():
     proj = _ctc_text(residual=True)
     b = V_TEXT

@@ -203,9 +203,14 @@ def test_ctc_text_trains_its_head_with_the_llm_frozen_and_survives_export(setup,
     assert model.projector.vocab_size == llm_embed.num_embeddings
     assert model.projector._llm_embedding[0] is llm_embed
     state = load_model_state_dict(ctc_exp / "valid.acc.ave.pt")
-    assert {k.split(".")[1] for k in state} == {"head", "residual"}, sorted(state)
+    assert {k.split(".")[1] for k in state} == {"head"}, sorted(state)  # no residual by default
     export = export_and_compare_decodings(ctc_exp, ctc_exp / "valid.acc.ave.pt", dev_dir, tmp_path)
     assert yaml.safe_load((export / "config.yaml").read_text())["projector"] == "ctc_text"
+    # the same model read as hard text at decoding (the head's greedy tokens)
+    decode(["--model_dir", str(export), "--data_dir", str(dev_dir), "--output_dir", str(tmp_path / "hard"),
+            "--projector_mix", "hard", "--max_new_tokens_base", "4", "--max_new_tokens_per_second", "10"])
+    assert "projector_mix: hard" in (tmp_path / "hard" / "decode_config.yaml").read_text()
+    assert "projector mix: hard" in capfd.readouterr().err
 
 
 def test_lora_scale_decodes_and_needs_lora(setup, tmp_path, capsys):
@@ -220,6 +225,14 @@ def test_lora_scale_decodes_and_needs_lora(setup, tmp_path, capsys):
     assert sllm_inference.main(["--model_dir", str(tmp_path / "export"), "--data_dir", str(dev_dir),
                                 "--output_dir", str(tmp_path / "x"), "--lora_scale", "0.5"]) == 1
     assert "no LoRA layers" in capsys.readouterr().err
+
+
+def test_projector_mix_needs_a_ctc_text_projector(setup, tmp_path, capsys):
+    _, exp, _, dev_dir = setup
+    assert sllm_inference.main(["--exp_dir", str(exp), "--checkpoint", str(exp / "valid.acc.ave.pt"),
+                                "--data_dir", str(dev_dir), "--output_dir", str(tmp_path / "x"),
+                                "--projector_mix", "hard"]) == 1
+    assert "has no mix (only ctc_text has)" in capsys.readouterr().err
 
 
 def test_encoder_init_with_other_feature_normalization_is_a_config_error(setup, tmp_path):

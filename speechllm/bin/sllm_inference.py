@@ -68,6 +68,7 @@ DECODE_DEFAULTS: dict[str, Any] = {
     "prompt": None,                 # wording with {text}; None: the config's first training wording
     "system_prompt": None,          # None: the training config's
     "lora_scale": 1.0,              # LoRA updates x this (llm.adapters.scale_lora); needs --exp_dir
+    "projector_mix": None,          # ctc_text projector: soft | hard (None: as trained)
     "batch_size": 8,
     "seed": 0,                      # sample mode
     "device": "cpu",
@@ -249,6 +250,12 @@ def decode(args: argparse.Namespace, opts: dict) -> None:
     if opts["lora_scale"] != 1.0:
         n = scale_lora(model, opts["lora_scale"])
         log.info("LoRA updates scaled by %g in %d layers", opts["lora_scale"], n)
+    if opts["projector_mix"] is not None:
+        if not hasattr(model.projector, "mix"):
+            raise ConfigError(f"projector_mix: the {type(model.projector).__name__} projector has no mix "
+                              "(only ctc_text has)")
+        model.projector.mix = opts["projector_mix"]
+        log.info("projector mix: %s", opts["projector_mix"])
     model.to(opts["device"])
     system = opts["system_prompt"] if opts["system_prompt"] is not None else config.get("system_prompt")
     if args.prompts_jsonl is not None:

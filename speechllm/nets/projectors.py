@@ -289,7 +289,7 @@ class CTCPoolProjector(nn.Module):
 
 class TextCTCProjector(nn.Module):
     """A CTC head over the LLM's own vocabulary; one embedding per LLM token it hears: the mix of
-    the LLM's token embeddings its posteriors give (+ a residual MLP of the pooled frames).
+    the LLM's token embeddings its posteriors give (optionally + a residual MLP of the frames).
 
     Where ``ctc_pool`` pools by the ASR model's tokens (bpe200 pieces: several per LLM token, so a
     frozen LLM reads a sequence shaped unlike any text), this head is trained, with a CTC loss on
@@ -300,8 +300,14 @@ class TextCTCProjector(nn.Module):
     the LLM's tokens (blank removed, renormalized), ``E`` the LLM's input embedding table (bound by
     :meth:`bind_llm_embeddings`, never trained or saved here). A frozen LLM thus reads nearly the
     embeddings of the text it would read (CTC posteriors as soft tokens, as in LegoSLM), so that
-    its text skills, held-out tasks included, can apply to speech. The residual MLP (zero at the
-    start) lets the language-model loss add what the mix lacks.
+    its text skills, held-out tasks included, can apply to speech. An optional residual MLP of the
+    pooled frames (zero at the start) lets the language-model loss add what the mix lacks; it is
+    off by default, as that loss alone trains it and can move the embeddings away from any text
+    the LLM knows (the mini MTBI recipe compares both: egs/mini_synth/mtbi1/README.md). With
+    ``mix: hard`` each run gives instead the embedding of its most probable token, so the LLM
+    reads the head's greedy transcript as text (a cascade; the language-model loss then no longer
+    reaches the head). ``sllm_inference --projector_mix`` sets it at decoding, so one trained
+    model can be scored both ways.
 
     Args:
         input_size: encoder output dimension D.
@@ -309,7 +315,8 @@ class TextCTCProjector(nn.Module):
         vocab_size: the LLM's vocabulary (rows of its embedding table; ``build_model`` sets it).
             The blank is the extra class ``vocab_size``.
         hidden_size, activation: of the head's and the residual's 2-layer MLPs.
-        residual: add the residual MLP.
+        residual: add the residual MLP (off by default; see above).
+        mix: ``soft`` (the posterior-weighted mix of embeddings) or ``hard`` (the argmax token's).
         ctc_weight: weight of the CTC loss in training.
         nominal_downsample: encoder frames per token on average (the audio-rate log line of
             :class:`SpeechLLM` only).
@@ -317,13 +324,15 @@ class TextCTCProjector(nn.Module):
 
     # speechllm.tasks.sllm.build_model: vocab_size from the LLM, then bind_llm_embeddings
     reads_llm_embeddings = True
+    MIXES = ("soft", "hard")
 
     def __init__(self, input_size: int, output_size: int, vocab_size: int | None = None, hidden_size: int = 512,
-                 activation: str = "relu", residual: bool = True, ctc_weight: float = 1.0,
+                 activation: str = "relu", residual: bool = False, mix: str = "soft", ctc_weight: float = 1.0,
                  nominal_downsample: float = 4.0) -> None:
         super().__init__()
         if vocab_size is None:
             raise ConfigError("projector ctc_text: give projector_conf.vocab_size (build_model sets it to the LLM's)")
+        self.mix = mix
         self.input_size, self.output_size = input_size, output_size
         self.vocab_size = _positive_int(vocab_size, "vocab_size")
         self.blank_id = self.vocab_size
@@ -339,6 +348,17 @@ class TextCTCProjector(nn.Module):
             nn.init.zeros_(self.residual[-1].bias)
         # In a list so that it is not a submodule: the table is the LLM's (frozen, saved with it).
         self._llm_embedding: list[nn.Embedding] = []
+
+    @property
+    def mix(self) -> str:
+        """``soft`` or ``hard``: how each heard token becomes an embedding (class doc)."""
+        return self._mix
+
+    @mix.setter
+    def mix(self, value: str) -> None:
+        if value not in self.MIXES:
+            raise ConfigError(f"projector ctc_text: mix must be one of {', '.join(self.MIXES)}, got {value!r}")
+        self._mix = value
 
     def bind_llm_embeddings(self, embedding: nn.Embedding) -> None:
         """Use ``embedding`` (the LLM's input embeddings, ``[vocab_size, output_size]``) for the mix."""
@@ -359,9 +379,11 @@ class TextCTCProjector(nn.Module):
         logits = self.head(x).float()
         seg, count = ctc_runs(logits.detach().argmax(-1), lengths.to(x.device), self.blank_id)
         post = pool_runs(logits.softmax(-1)[..., :self.blank_id], seg, count)
-        post = post / post.sum(-1, keepdim=True).clamp(min=1e-8)
         table = self._llm_embedding[0].weight
-        y = post @ table.float()
+        if self.mix == "hard":
+            y = table[post.argmax(-1)].float()
+        else:
+            y = (post / post.sum(-1, keepdim=True).clamp(min=1e-8)) @ table.float()
         if self.residual is not None:
             y = y + self.residual(pool_runs(x, seg, count)).float()
         return _zero_padding(y.to(x.dtype), count), count
