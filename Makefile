@@ -25,11 +25,13 @@ test-all: install
 	$(PY) -m pytest -q -m "slow or not slow" tests
 
 # Speed and memory: the mini recipe's ASR model (training throughput, decoding RTF) and
-# feature extraction per encoder family; results in bench/results/.
+# feature extraction per encoder family, CPU training under glibc malloc vs jemalloc; results in
+# bench/results/.
 bench: install
 	$(PY) bench/run_bench.py
 	$(PY) bench/encoder_features.py
 	$(PY) bench/sllm_bench.py
+	$(PY) bench/allocator_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

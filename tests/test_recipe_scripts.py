@@ -76,3 +76,19 @@ def test_train_launcher_gives_the_cores_to_training_only():
     assert (nproc_train, device, int(threads)) == ("2", "cpu", max(cores // 2, 1))
     assert launcher == f"env OMP_NUM_THREADS={threads} torchrun --standalone --nproc_per_node 2"
     assert jobs_threads == "1"  # later parallel jobs (decoding) keep one thread each
+
+
+def test_path_sh_preloads_jemalloc_once_unless_told_glibc(tmp_path):
+    lib = tmp_path / "libjemalloc.so.2"  # path.sh only checks that the file exists
+    lib.write_bytes(b"")
+    env = f"SPEECHLLM_JEMALLOC={lib} LD_PRELOAD=/other.so"
+    out = _bash(f'{env}; export LD_PRELOAD; . {TEMPLATE}/path.sh; . {TEMPLATE}/path.sh; echo "$LD_PRELOAD"')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{lib}:/other.so"  # first, and once however often path.sh is sourced
+    out = _bash(f'{env} SPEECHLLM_MALLOC=glibc; export LD_PRELOAD; . {TEMPLATE}/path.sh; echo "$LD_PRELOAD"')
+    assert out.stdout.strip() == "/other.so"
+    out = _bash(f'SPEECHLLM_JEMALLOC={tmp_path}/missing.so; unset LD_PRELOAD; . {TEMPLATE}/path.sh; echo "[$LD_PRELOAD]"')
+    assert out.stdout.strip() == "[]"  # no library, no preload: glibc's malloc
+    out = _bash(f"set -e; SPEECHLLM_MALLOC=tcmalloc; . {TEMPLATE}/path.sh; echo reached")
+    assert out.returncode == 1 and "reached" not in out.stdout
+    assert "SPEECHLLM_MALLOC must be jemalloc or glibc, got 'tcmalloc'" in out.stderr

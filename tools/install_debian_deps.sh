@@ -3,9 +3,10 @@
 #   espeak-ng, festival + English voices, flite : speech synthesis for egs/mini_synth
 #   bible-kjv                            : public-domain English text for egs/mini_synth
 #   sox                                  : speed perturbation and audio pipes in wav.scp
+#   libjemalloc2                         : the allocator recipes preload (egs/TEMPLATE/asr1/path.sh)
 set -euo pipefail
 
-packages=(espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite bible-kjv sox)
+packages=(espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite bible-kjv sox libjemalloc2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
