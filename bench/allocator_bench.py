@@ -20,22 +20,18 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import FRAME_SHIFT_S, ROOT, ensure_recipe_data, machine_description  # noqa: E402
+from run_bench import ROOT, ensure_recipe_data, load_recipe_model, machine_description, train_steps  # noqa: E402
 
-from speechllm.data.dataset import ASRDataset, collate_asr  # noqa: E402
-from speechllm.data.sampler import BucketBatchSampler  # noqa: E402
+from speechllm.data.dataset import ASRDataset  # noqa: E402
 from speechllm.nets.dropout import apply_dropout_impl  # noqa: E402
-from speechllm.tasks.asr import build_model  # noqa: E402
-from speechllm.text.tokenizer import Tokenizer  # noqa: E402
-from speechllm.train.trainer import AMP_DTYPES, amp_enabled  # noqa: E402
-from speechllm.utils.config import atomic_write_text, load_yaml  # noqa: E402
+from speechllm.utils.config import atomic_write_text  # noqa: E402
 from speechllm.utils.logging_utils import setup_logging  # noqa: E402
 
 log = logging.getLogger("bench")
-JEMALLOC = f"/usr/lib/{os.uname().machine}-linux-gnu/libjemalloc.so.2"  # Debian's libjemalloc2
+# the library path.sh preloads: SPEECHLLM_JEMALLOC, else Debian's libjemalloc2
+JEMALLOC = os.environ.get("SPEECHLLM_JEMALLOC") or f"/usr/lib/{os.uname().machine}-linux-gnu/libjemalloc.so.2"
 
 
 def rss_mb() -> float:
@@ -45,41 +41,20 @@ def rss_mb() -> float:
 
 
 def train_windows(recipe: Path, steps: int, window: int) -> list[dict]:
-    """Train ``steps`` steps in this process; per window of ``window`` steps: audio seconds per wall
-    second and resident memory at its end."""
-    config = load_yaml(recipe / "conf/train.yaml")
-    token_list = sorted((recipe / "data/token_list").glob("*/tokens.txt"))[0]
-    tokenizer = Tokenizer(token_list.parent / "tokenizer.model", token_list)
-    torch.manual_seed(0)
-    model = build_model(config, tokenizer.vocab_size, cmvn_stats_path=recipe / "dump/fbank/train/cmvn.json")
+    """Train ``steps`` steps in this process as the Trainer does on the CPU; per window of
+    ``window`` steps: audio seconds per wall second and resident memory at its end."""
+    config, tokenizer, model = load_recipe_model(recipe, "cpu")
     apply_dropout_impl(model, "auto", torch.device("cpu"))
-    dtype = AMP_DTYPES[config.get("amp_dtype", "none")]
-    use_amp = amp_enabled(dtype, torch.device("cpu"))
     os.chdir(recipe)  # feats.scp holds paths relative to the recipe
     dataset = ASRDataset(recipe / "dump/fbank/train", tokenizer)
-    sampler = BucketBatchSampler(dataset.lengths, batch_bins=int(config["batch_bins"]), shuffle=True, seed=0)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_asr,
-                        num_workers=int(config.get("num_workers", 0)))
-    optim = torch.optim.Adam(model.parameters(), lr=float(config["optim_conf"]["lr"]))
-    model.train()
-    windows, it, audio_s, start = [], iter(loader), 0.0, time.perf_counter()
-    for step in range(1, steps + 1):
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
-        with torch.autocast("cpu", dtype=dtype, enabled=use_amp):
-            loss, _ = model(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(config.get("grad_clip", 5.0)))
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-        audio_s += float(batch["feats_lens"].sum()) * FRAME_SHIFT_S
+    windows, audio_s, start = [], 0.0, time.perf_counter()
+    for step, step_audio_s in enumerate(train_steps(model, config, dataset, steps, "cpu", config.get("amp_dtype", "none"),
+                                                    grad_clip=float(config.get("grad_clip", 5.0))), 1):
+        audio_s += step_audio_s
         if step % window == 0:
-            wall = time.perf_counter() - start
-            windows.append({"steps": step, "audio_s_per_wall_s": round(audio_s / wall, 1), "rss_mb": round(rss_mb())})
-            log.info("step %d: %.1f s of audio per s, rss %.0f MB", step, audio_s / wall, rss_mb())
+            rate, rss = audio_s / (time.perf_counter() - start), rss_mb()
+            windows.append({"steps": step, "audio_s_per_wall_s": round(rate, 1), "rss_mb": round(rss)})
+            log.info("step %d: %.1f s of audio per s, rss %.0f MB", step, rate, rss)
             audio_s, start = 0.0, time.perf_counter()
     return windows
 

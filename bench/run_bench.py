@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -79,26 +80,31 @@ def ensure_recipe_data(recipe: Path) -> None:
     subprocess.run(["./run.sh", "--stop_stage", "5"], cwd=recipe, check=True)
 
 
-def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device: str, amp_dtype: str = "none",
-                   dropout_impl: str = "native") -> dict:
-    """Throughput of real training steps over length-bucketed batches of the recipe's train set,
-    under autocast to ``amp_dtype`` (a key of the Trainer's ``AMP_DTYPES``) as the Trainer would,
-    with the ``nn.Dropout`` layers of a copy of ``model`` made packed when the Trainer's
-    ``dropout_impl`` rule says so on ``device``."""
-    model = copy.deepcopy(model)
-    apply_dropout_impl(model, dropout_impl, torch.device(device))
+def load_recipe_model(recipe: Path, device: str) -> tuple[dict, Tokenizer, torch.nn.Module]:
+    """The recipe's ``conf/train.yaml``, its tokenizer and a new model of that config (seed 0) with
+    the training set's CMVN stats, on ``device``."""
+    config = load_yaml(recipe / "conf/train.yaml")
+    token_list = sorted((recipe / "data/token_list").glob("*/tokens.txt"))[0]
+    tokenizer = Tokenizer(token_list.parent / "tokenizer.model", token_list)
+    torch.manual_seed(0)
+    model = build_model(config, tokenizer.vocab_size, cmvn_stats_path=recipe / "dump/fbank/train/cmvn.json")
+    return config, tokenizer, model.to(device)
+
+
+def train_steps(model, config: dict, dataset: ASRDataset, steps: int, device: str, amp_dtype: str = "none",
+                grad_clip: float | None = None) -> Iterator[float]:
+    """Run ``steps`` training steps of ``model`` (Adam at the config's lr) over length-bucketed,
+    shuffled batches of ``dataset`` (the config's ``batch_bins`` and ``num_workers``, starting over
+    when they run out), under autocast to ``amp_dtype`` as the Trainer would; yield each step's
+    seconds of input audio once the step is done."""
     dtype = AMP_DTYPES[amp_dtype]
     use_amp = amp_enabled(dtype, torch.device(device))
     sampler = BucketBatchSampler(dataset.lengths, batch_bins=int(config["batch_bins"]), shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_asr, num_workers=int(config.get("num_workers", 0)))
     optim = torch.optim.Adam(model.parameters(), lr=float(config["optim_conf"]["lr"]))
     model.train()
-    warmup, audio_s, timed_steps = 2, 0.0, 0
     it = iter(loader)
-    start = None
-    for step in range(steps + warmup):
-        if step == warmup:  # exclude one-time start-up (worker spawn, allocator growth)
-            start = time.perf_counter()
+    for _ in range(steps):
         try:
             batch = next(it)
         except StopIteration:
@@ -108,10 +114,28 @@ def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device:
         with torch.autocast(torch.device(device).type, dtype=dtype, enabled=use_amp):
             loss, _ = model(batch)
         loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optim.step()
         optim.zero_grad(set_to_none=True)
-        if step >= warmup:
-            audio_s += float(batch["feats_lens"].sum()) * FRAME_SHIFT_S
+        yield float(batch["feats_lens"].sum()) * FRAME_SHIFT_S
+
+
+def bench_training(model, config: dict, dataset: ASRDataset, steps: int, device: str, amp_dtype: str = "none",
+                   dropout_impl: str = "native") -> dict:
+    """Throughput of real training steps (:func:`train_steps`) over the recipe's train set, under
+    autocast to ``amp_dtype`` (a key of the Trainer's ``AMP_DTYPES``) as the Trainer would, with
+    the ``nn.Dropout`` layers of a copy of ``model`` made packed when the Trainer's
+    ``dropout_impl`` rule says so on ``device``."""
+    model = copy.deepcopy(model)
+    apply_dropout_impl(model, dropout_impl, torch.device(device))
+    warmup, audio_s, timed_steps = 2, 0.0, 0
+    start = time.perf_counter()
+    for step, step_audio_s in enumerate(train_steps(model, config, dataset, steps + warmup, device, amp_dtype), 1):
+        if step == warmup:  # exclude one-time start-up (worker spawn, allocator growth)
+            start = time.perf_counter()
+        elif step > warmup:
+            audio_s += step_audio_s
             timed_steps += 1
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -181,12 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = args.recipe.resolve()
     ensure_recipe_data(recipe)
 
-    config = load_yaml(recipe / "conf/train.yaml")
-    token_list = sorted((recipe / "data/token_list").glob("*/tokens.txt"))[0]
-    tokenizer = Tokenizer(token_list.parent / "tokenizer.model", token_list)
-    cmvn = recipe / "dump/fbank/train/cmvn.json"
-    torch.manual_seed(0)
-    model = build_model(config, tokenizer.vocab_size, cmvn_stats_path=cmvn).to(args.device)
+    config, tokenizer, model = load_recipe_model(recipe, args.device)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     n_params = sum(q.numel() for q in model.parameters()) / 1e6
 
