@@ -68,6 +68,9 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     assert configs["mtbi_il"]["mtbi"]["word_align"].endswith("align/train_sp/word_align")
     assert {c["max_epoch"] for c in configs.values()} == {1}
     assert "interleaving:" in (exp / "sllm_mtbi_il" / "train.log").read_text()
+    # the per-system stages' times name their systems (a run of other systems adds to them)
+    times = [line.split("\t") for line in (exp / "stage_times.tsv").read_text().splitlines()]
+    assert {r[0]: r[6:] for r in times if r[0] in "456"} == {s: ["asr_only mtbi_il"] for s in "456"}
 
     # Stages 5-7: WER rows of both systems and the MTBI table with both systems and the LLM row.
     for s in ("asr_only", "mtbi_il"):

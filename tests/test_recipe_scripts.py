@@ -66,6 +66,21 @@ def test_run_stage_times_stages_that_work_and_not_those_that_only_skip(tmp_path)
     assert "stage 2: done had nothing to do" in out.stderr
 
 
+def test_run_stage_names_the_systems_of_a_per_system_stage(tmp_path):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "4_train.sh").write_text('log "training"; sleep 2\n')
+    (tmp_path / "stages" / "5_decode.sh").write_text('log "skip: a decoded"; log "decoding b"; sleep 2\n')
+    script = (f". {TEMPLATE}/utils/log.sh; . {TEMPLATE}/utils/run_stage.sh; template_dir={tmp_path}; "
+              f"timing_file={tmp_path}/times.tsv; stage=1; stop_stage=9; systems='a  b'; "
+              'stage_scope=${systems} run_stage 4 train; stage_scope=${systems} run_stage 5 decode; '
+              'echo "after: [${stage_scope:-}]"')
+    out = _bash(script)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in (tmp_path / "times.tsv").read_text().splitlines()]
+    assert [r[5:] for r in rows] == [["", "a b"], ["partial", "a b"]]
+    assert "after: []" in out.stdout  # the scope holds for the call only
+
+
 def test_train_launcher_gives_the_cores_to_training_only():
     script = (f"export OMP_NUM_THREADS=1; ngpu=0; ddp_cpu_procs=2; . {TEMPLATE}/utils/train_launcher.sh; "
               'set_train_launcher; echo "$nproc_train|$device|$train_threads|${launcher[*]}|$OMP_NUM_THREADS"')

@@ -202,6 +202,28 @@ def test_a_partial_stage_run_adds_to_the_earlier_time(tmp_path):
                         "`./run.sh --systems 'a b'` (stages 4 5)")
 
 
+def test_a_stage_run_over_other_systems_adds_and_a_rerun_of_the_same_replaces(tmp_path):
+    """Per-system stages name their systems (scope): the table's stage time is the sum of the work
+    that made its rows, not the last invocation's alone."""
+    from speechllm.scoring.results import stage_time_lines
+
+    tsv = tmp_path / "stage_times.tsv"
+    tsv.write_text("3\ttargets\t200\tx\t./run.sh\n"
+                   "4\ttrain\t3000\tx\t./run.sh --systems 'a b'\t\ta b\n"
+                   "4\ttrain\t1100\tx\t./run.sh --systems c\t\tc\n"        # other systems: adds
+                   "4\ttrain\t1000\tx\t./run.sh --systems c\t\tc\n"        # c again: replaces
+                   "4\ttrain\t300\tx\t./run.sh --systems 'a b c d'\tpartial\ta b c d\n")
+    total, commands = stage_time_lines(tsv)
+    assert total == "Total run time: 75.0 min (4500 s); per stage: 3 targets 200 s, 4 train 4300 s"
+    assert commands == ("Stage times from several invocations: `./run.sh` (stages 3); "
+                        "`./run.sh --systems 'a b'` (stages 4); `./run.sh --systems c` (stages 4); "
+                        "`./run.sh --systems 'a b c d'` (stages 4)")
+    # a whole rerun over all the systems replaces every earlier run it covers
+    with tsv.open("a") as f:
+        f.write("4\ttrain\t5000\tx\t./run.sh --systems 'a b c d'\t\ta b c d\n")
+    assert stage_time_lines(tsv)[0].endswith("4 train 5000 s")
+
+
 def test_per_speaker_wer_from_the_data_dirs_utt2spk(tmp_path):
     """u1, u2 by spkA (8 reference words, 3 errors), u3, u4 by spkB; u9 has no utt2spk line."""
     refs = {k: r for k, (r, _) in PAIRS.items()} | {"u9": "one two"}

@@ -112,33 +112,41 @@ def collect_rows(exp_dir: str | os.PathLike) -> list[dict]:
 
 def stage_time_lines(stage_times_tsv: str | os.PathLike) -> list[str]:
     """Header lines from the template's ``stage_times.tsv`` (``stage name seconds date [command
-    [partial]]``; stages ``1``, ``3b``, ``5b``, ...).
+    [partial [scope]]]``; stages ``1``, ``3b``, ``5b``, ...).
 
     A stage run again replaces its earlier time, unless the row says ``partial``: that run found
     part of the work done (it logged ``skip:``, e.g. the systems trained before) and did the rest,
-    so its time adds to the earlier one. The total is the sum over stages. When the times come
-    from more than one invocation, a second line names each command and the stages it contributed
-    (rows written before commands were recorded show as "not recorded").
+    so its time adds to the earlier one. A row with a ``scope`` (space-separated units of work,
+    e.g. the systems a per-system stage ran over) replaces only earlier rows whose scope it
+    covers, so a run of other systems adds to the time; a row without one covers everything. The
+    total is the sum over stages. When the times come from more than one invocation, a second line
+    names each command and the stages it contributed (rows written before commands were recorded
+    show as "not recorded").
     """
-    latest: dict[tuple[int, str, str], tuple[int, list[str]]] = {}
+    # per stage: the runs that count, each (scope or None = everything, seconds, command)
+    runs: dict[tuple[int, str, str], list[tuple[frozenset[str] | None, int, str]]] = {}
     for line in Path(stage_times_tsv).read_text(encoding="utf-8").splitlines():
         parts = line.split("\t")
         m = re.fullmatch(r"(\d+)([a-z]*)", parts[0])
-        if len(parts) >= 3 and m:
-            key, sec, cmd = (int(m[1]), m[2], parts[1]), int(float(parts[2])), parts[4] if len(parts) >= 5 else ""
-            if len(parts) >= 6 and parts[5] == "partial" and key in latest:
-                before, cmds = latest[key]
-                latest[key] = (before + sec, cmds + [cmd] if cmd not in cmds else cmds)
-            else:
-                latest[key] = (sec, [cmd])
-    if not latest:
+        if len(parts) < 3 or not m:
+            continue
+        key, sec = (int(m[1]), m[2], parts[1]), int(float(parts[2]))
+        cmd = parts[4] if len(parts) >= 5 else ""
+        partial = len(parts) >= 6 and parts[5] == "partial"
+        scope = frozenset(parts[6].split()) if len(parts) >= 7 and parts[6].strip() else None
+        kept = runs.get(key, [])
+        if not partial:
+            kept = [r for r in kept if scope is not None and (r[0] is None or not r[0] <= scope)]
+        runs[key] = kept + [(scope, sec, cmd)]
+    if not runs:
         return []
-    total = sum(sec for sec, _ in latest.values())
-    per_stage = ", ".join(f"{n}{sub} {name} {sec} s" for (n, sub, name), (sec, _) in sorted(latest.items()))
+    seconds = {key: sum(sec for _, sec, _ in kept) for key, kept in runs.items()}
+    total = sum(seconds.values())
+    per_stage = ", ".join(f"{n}{sub} {name} {sec} s" for (n, sub, name), sec in sorted(seconds.items()))
     lines = [f"Total run time: {total / 60:.1f} min ({total} s); per stage: {per_stage}"]
     by_command: dict[str, list[str]] = {}
-    for (n, sub, _), (_, cmds) in sorted(latest.items()):
-        for cmd in cmds:
+    for (n, sub, _), kept in sorted(runs.items()):
+        for cmd in dict.fromkeys(cmd for _, _, cmd in kept):
             by_command.setdefault(cmd, []).append(f"{n}{sub}")
     if len(by_command) > 1:
         lines.append("Stage times from several invocations: " + "; ".join(

@@ -115,8 +115,10 @@ fi
 run_stage 1 prerequisites
 run_stage 2 align
 run_stage 3 targets
-run_stage 4 train
-run_stage 5 decode
-run_stage 6 score
+# Stages 4-6 work system by system: a run of other systems adds to their times instead of
+# replacing them (utils/run_stage.sh).
+stage_scope=${systems} run_stage 4 train
+stage_scope=${systems} run_stage 5 decode
+stage_scope=${systems} run_stage 6 score
 run_stage 7 results
 log "all requested stages (${stage}..${stop_stage}) finished"
