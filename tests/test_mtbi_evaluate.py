@@ -104,6 +104,45 @@ def test_task_generalization_compares_with_the_llm_and_the_reference(result):
     assert seen["accuracy"] == pytest.approx(100 * 4 / 8) and seen["num_with_reference"] == 8  # one null reference
     assert result["seen_tasks"] == ["continue", "count_words", "first_word", "transcribe"]
     assert result["unseen_tasks"] == ["keyword", "uppercase"]
+    for group in (seen, unseen):
+        low, high = group["accuracy_ci95"]
+        assert 0 <= low <= group["accuracy"] <= high <= 100 and low < high
+
+
+def test_accuracy_interval_resamples_utterances_not_examples():
+    """Every utterance has one right and one wrong answer: resampling utterances cannot move the
+    accuracy (an example-level bootstrap would); independent examples give about the binomial
+    interval; too few utterances give none, and the same input the same interval."""
+    from types import SimpleNamespace as Item
+
+    from speechllm.mtbi.evaluate import accuracy_ci95
+
+    paired = [Item(utt_id=f"u{i}", correct=c) for i in range(50) for c in (True, False)]
+    assert accuracy_ci95(paired) == [50.0, 50.0]
+    independent = [Item(utt_id=f"u{i}", correct=i % 10 < 3) for i in range(400)]   # 30% right
+    low, high = accuracy_ci95(independent)
+    half_width = 1.96 * (0.3 * 0.7 / 400) ** 0.5 * 100                               # 4.49 points
+    assert low == pytest.approx(30 - half_width, abs=1.0) and high == pytest.approx(30 + half_width, abs=1.0)
+    assert accuracy_ci95(independent) == [low, high]
+    no_reference = [Item(utt_id=f"u{i}", correct=None) for i in range(5)]
+    assert accuracy_ci95(no_reference + paired[:2]) is None
+
+
+def test_paired_difference_counts_only_the_examples_both_systems_were_judged_on():
+    from speechllm.mtbi.evaluate import paired_accuracy_difference
+
+    def rows(correct: list[bool | None], split: str = "heldout") -> list[dict]:
+        return [{"id": f"u{i // 2}|t/{i % 2}", "utt_id": f"u{i // 2}", "task_split": split, "correct": c}
+                for i, c in enumerate(correct)]
+
+    base = rows([True, False] * 50)
+    assert paired_accuracy_difference(base, base) == {"difference": 0.0, "ci95": [0.0, 0.0], "num_items": 100,
+                                                      "num_utts": 50}
+    better = rows([True, True] * 10 + [True, False] * 40)          # 10 more right: +10 points
+    d = paired_accuracy_difference(base, better)
+    assert d["difference"] == pytest.approx(10.0) and 4.0 < d["ci95"][0] < 10.0 < d["ci95"][1] < 17.0
+    assert paired_accuracy_difference(base, rows([True] * 100, split="train")) is None
+    assert paired_accuracy_difference(base, [{k: v for k, v in r.items() if k != "task_split"} for r in base]) is None
 
 
 def test_per_task_numbers(result):

@@ -20,7 +20,8 @@ def fake_result(wer_seen: float, ifr: float, count_words_acc: float, refusals: i
                                   "unseen_wordings": {"wer": wer_seen + 10, "agreement": 61.0}},
         "instruction_following": {"rate": ifr},
         "task_generalization": {"seen_tasks": {"accuracy": 71.0, "agreement": 72.0},
-                                "unseen_tasks": {"accuracy": 31.0, "agreement": 32.0, "grounding": 44.0}},
+                                "unseen_tasks": {"accuracy": 31.0, "agreement": 32.0, "grounding": 44.0,
+                                                 "accuracy_ci95": [24.5, 37.25]}},
         "per_task": {
             "transcribe": {"task_split": "train", "answer_task": "repeat", "wer": 12.0, "accuracy": None},
             "count_words": {"task_split": "train", "answer_task": "count_words", "accuracy": count_words_acc,
@@ -54,10 +55,11 @@ def test_two_systems_give_two_rows_in_the_column_order(results, tmp_path):
     rows = table_rows(out.read_text())
     assert rows["system"] == ["WER seen prompts", "WER unseen prompts", "agr. seen prompts", "agr. unseen prompts",
                               "instr. following", "seen: count_words", "seen tasks acc.", "unseen: keyword",
-                              "unseen tasks acc.", "grounded unseen", "#empty", "#looping", "#cut", "#refusal",
+                              "unseen tasks acc.", "unseen acc. 95% CI", "unseen acc. vs first (95% CI)",
+                              "grounded unseen", "#empty", "#looping", "#cut", "#refusal",
                               "#examples"]
     assert rows["ASR-only baseline"] == ["40.00", "50.00", "81.00", "61.00", "10.00", "20.00", "71.00", "25.00",
-                                         "31.00", "44.00", "2", "1", "3", "5", "40"]
+                                         "31.00", "24.50-37.25", "-", "44.00", "2", "1", "3", "5", "40"]
     assert rows["MTBI (lr=1)"][:6] == ["15.50", "25.50", "81.00", "61.00", "72.25", "66.00"]
     text = out.read_text()
     assert "## MTBI: test" in text and "commit" in text and "Command: `python -m speechllm.bin.mtbi_table" in text
@@ -85,8 +87,8 @@ def test_yaml_listing_and_llm_row_and_agreement_metric(results, tmp_path):
                             "--llm_row", "text LLM"]) == 0
     rows = table_rows(out.read_text())
     assert list(rows) == ["system", "base", "mtbi", "text LLM"]
-    assert rows["text LLM"] == ["0.50", "0.75", "-", "-", "-", "99.00", "95.00", "88.00", "85.00", "-", "0", "0",
-                                "1", "0", "40"]
+    assert rows["text LLM"] == ["0.50", "0.75", "-", "-", "-", "99.00", "95.00", "88.00", "85.00", "-", "-", "-",
+                                "0", "0", "1", "0", "40"]
     assert mtbi_table.main(["--system", f"base={a}", "--out", str(out), "--metric", "agreement"]) == 0
     rows = table_rows(out.read_text())
     assert rows["system"][5:9] == ["seen: count_words", "seen tasks agr.", "unseen: keyword", "unseen tasks agr."]
@@ -104,6 +106,34 @@ def test_a_real_result_json_fills_the_table(tmp_path):
     rows = table_rows(out.read_text())
     assert rows["system"][5:8] == ["seen: count_words", "seen: first_word", "seen: continue"]
     assert rows["toy"][0] == "10.00" and rows["toy"][4] == "54.55" and rows["LLM"][0] == "0.00"
+
+
+def test_the_difference_to_the_first_system_is_paired_on_the_same_examples(tmp_path):
+    """A second system that is right where the first one is, and on one more unseen-task example:
+    +20 points (1 of the 5 unseen-task examples), and the table reads it from per_item.jsonl."""
+    from test_mtbi_evaluate import EXAMPLES, target_lines, write_jsonl
+
+    from speechllm.mtbi.evaluate import per_item_lines
+
+    targets = load_targets(write_jsonl(tmp_path / "t.jsonl", target_lines()))
+    hyps = {f"{e[0]}|{e[1]}/{e[3]}": e[9] for e in EXAMPLES if e[9] is not None}
+    wrong = next(t for t in targets if t.task_split == "heldout" and t.reference is not None
+                 and score_targets([t], {t.id: hyps.get(t.id, "")})[1][0].correct is False)
+    better = hyps | {wrong.id: wrong.reference}
+    for name, h in (("first", hyps), ("second", better)):
+        result, scores = score_targets(targets, h)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(to_json(result))
+        (tmp_path / name / "per_item.jsonl").write_text(per_item_lines(targets, scores))
+    out = tmp_path / "R.md"
+    assert mtbi_table.main(["--system", f"a={tmp_path / 'first' / 'result.json'}", "--system",
+                            f"b={tmp_path / 'second' / 'result.json'}", "--out", str(out)]) == 0
+    rows = table_rows(out.read_text())
+    column = rows["system"].index("unseen acc. vs first (95% CI)")
+    assert rows["a"][column] == "-" and rows["b"][column].startswith("+20.00 (+0.00 to ")
+    (tmp_path / "second" / "per_item.jsonl").write_text("{not json\n")
+    assert mtbi_table.main(["--system", f"a={tmp_path / 'first' / 'result.json'}", "--system",
+                            f"b={tmp_path / 'second' / 'result.json'}", "--out", str(out)]) == 1
 
 
 def test_missing_files_and_bad_specs_are_clear_errors(results, tmp_path, capsys):

@@ -214,14 +214,18 @@ def test_a_stage_run_over_other_systems_adds_and_a_rerun_of_the_same_replaces(tm
                    "4\ttrain\t1000\tx\t./run.sh --systems c\t\tc\n"        # c again: replaces
                    "4\ttrain\t300\tx\t./run.sh --systems 'a b c d'\tpartial\ta b c d\n")
     total, commands = stage_time_lines(tsv)
-    assert total == "Total run time: 75.0 min (4500 s); per stage: 3 targets 200 s, 4 train 4300 s"
+    assert total == "Total run time: 75.0 min (4500 s); per stage: 3 targets 200 s, 4 train 4300 s (for a b c d)"
     assert commands == ("Stage times from several invocations: `./run.sh` (stages 3); "
                         "`./run.sh --systems 'a b'` (stages 4); `./run.sh --systems c` (stages 4); "
                         "`./run.sh --systems 'a b c d'` (stages 4)")
     # a whole rerun over all the systems replaces every earlier run it covers
     with tsv.open("a") as f:
         f.write("4\ttrain\t5000\tx\t./run.sh --systems 'a b c d'\t\ta b c d\n")
-    assert stage_time_lines(tsv)[0].endswith("4 train 5000 s")
+    assert stage_time_lines(tsv)[0].endswith("4 train 5000 s (for a b c d)")
+    # systems that were never timed (their run was stopped) are not in the stage's note
+    tsv.write_text("4\ttrain\t900\tx\t./run.sh --systems 'c d'\t\tc d\n"
+                   "5\tdecode\t60\tx\t./run.sh --systems 'a b c d'\t\ta b c d\n")
+    assert stage_time_lines(tsv)[0].endswith("4 train 900 s (for c d), 5 decode 60 s (for a b c d)")
 
 
 def test_per_speaker_wer_from_the_data_dirs_utt2spk(tmp_path):

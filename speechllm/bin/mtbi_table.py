@@ -16,7 +16,9 @@ instruction-following rate, per task ``--metric`` (accuracy against the referenc
 with the LLM) for the seen and then the unseen tasks (transcription tasks are in the WER columns),
 their means over examples, and the counts of empty, looping, cut and refusal-like outputs.
 ``--llm_row`` adds the text LLM's own answers scored against the references (read from the
-first system's file). The writer formats numbers, it computes none; definitions:
+first system's file). The writer formats numbers and computes one thing only: each system's
+unseen-task accuracy minus the first system's, with a paired bootstrap interval, from the
+``per_item.jsonl`` beside each ``result.json`` (``-`` where one is missing); definitions:
 docs/mtbi.md.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from speechllm.bin import exit_on_user_error
-from speechllm.mtbi.evaluate import TRANSCRIPTION_ANSWER_TASKS
+from speechllm.mtbi.evaluate import TRANSCRIPTION_ANSWER_TASKS, paired_accuracy_difference
 from speechllm.scoring.results import MISSING, stage_time_lines
 from speechllm.scoring.results import table_cell as cell
 from speechllm.utils.config import ConfigError, atomic_write_text
@@ -88,6 +90,29 @@ def load_result(path: Path) -> dict:
     return result
 
 
+def load_per_item(result_path: Path) -> list[dict] | None:
+    """The ``per_item.jsonl`` beside a ``result.json`` (None when absent)."""
+    path = result_path.with_name("per_item.jsonl")
+    if not path.is_file():
+        return None
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{n}: invalid JSON: {e.msg}") from None
+    return rows
+
+
+def difference_cell(base: list[dict] | None, other: list[dict] | None) -> str | None:
+    """``+5.00 (+1.25 to +8.75)``: unseen-task accuracy of ``other`` minus ``base``, 95% interval."""
+    d = paired_accuracy_difference(base, other) if base is not None and other is not None else None
+    if d is None:
+        return None
+    ci = d["ci95"]
+    return f"{d['difference']:+.2f}" + (f" ({ci[0]:+.2f} to {ci[1]:+.2f})" if ci else "")
+
+
 def task_columns(results: list[dict]) -> tuple[list[str], list[str]]:
     """Seen and unseen answer tasks (not transcription tasks), in order of first appearance."""
     seen: dict[str, None] = {}
@@ -107,15 +132,22 @@ def _get(d: dict | None, *keys: str) -> object:
     return d
 
 
-def system_row(label: str, result: dict, seen: list[str], unseen: list[str], metric: str) -> list[object]:
-    """The cells of one speech system (the order of :func:`header`)."""
+def interval(ci: object) -> str | None:
+    """``low-high`` of a ``[low, high]`` interval (None when absent: result.json of older scoring)."""
+    return f"{cell(ci[0])}-{cell(ci[1])}" if isinstance(ci, list) and len(ci) == 2 else None
+
+
+def system_row(label: str, result: dict, seen: list[str], unseen: list[str], metric: str,
+               difference: str | None = None) -> list[object]:
+    """The cells of one speech system (the order of :func:`header`); ``difference``: its
+    :func:`difference_cell` against the first system."""
     pg, tg, counts = result["prompt_generalization"], result["task_generalization"], result["counts"]
     return ([label, _get(pg, "seen_wordings", "wer"), _get(pg, "unseen_wordings", "wer"),
              _get(pg, "seen_wordings", "agreement"), _get(pg, "unseen_wordings", "agreement"),
              result["instruction_following"]["rate"]]
             + [_get(result["per_task"], t, metric) for t in seen] + [_get(tg, "seen_tasks", metric)]
             + [_get(result["per_task"], t, metric) for t in unseen] + [_get(tg, "unseen_tasks", metric)]
-            + [_get(tg, "unseen_tasks", "grounding")]
+            + [interval(_get(tg, "unseen_tasks", "accuracy_ci95")), difference, _get(tg, "unseen_tasks", "grounding")]
             + [counts.get(k) for k in ("empty", "looping", "cut", "refusal")] + [result.get("num_items")])
 
 
@@ -127,7 +159,7 @@ def llm_row(label: str, result: dict, seen: list[str], unseen: list[str], metric
     return ([label, _get(pg, "seen_wordings", "wer"), _get(pg, "unseen_wordings", "wer"), None, None, None]
             + [_get(per_task, t, metric) for t in seen] + [_get(llm, "seen_tasks", metric) if per_task else None]
             + [_get(per_task, t, metric) for t in unseen] + [_get(llm, "unseen_tasks", metric) if per_task else None]
-            + [None]
+            + [None, None, None]
             + [overall.get("num_empty"), overall.get("num_looping"), overall.get("num_cut"),
                overall.get("num_refusal"), result.get("num_items")])
 
@@ -136,7 +168,8 @@ def header(seen: list[str], unseen: list[str], metric: str) -> list[str]:
     short = METRICS[metric]
     return (["system", "WER seen prompts", "WER unseen prompts", "agr. seen prompts", "agr. unseen prompts",
              "instr. following"] + [f"seen: {t}" for t in seen] + [f"seen tasks {short}"]
-            + [f"unseen: {t}" for t in unseen] + [f"unseen tasks {short}", "grounded unseen"]
+            + [f"unseen: {t}" for t in unseen] + [f"unseen tasks {short}", "unseen acc. 95% CI",
+                                                      "unseen acc. vs first (95% CI)", "grounded unseen"]
             + ["#empty", "#looping", "#cut", "#refusal", "#examples"])
 
 
@@ -149,7 +182,9 @@ def build_section(title: str, systems: list[tuple[str, Path]], results: list[dic
                   llm_label: str | None, header_lines: list[str]) -> str:
     """The markdown section: heading, header lines, table, sources and notes."""
     seen, unseen = task_columns(results)
-    rows = [system_row(label, r, seen, unseen, metric) for (label, _), r in zip(systems, results)]
+    per_item = [load_per_item(path) for _, path in systems]
+    rows = [system_row(label, r, seen, unseen, metric, difference_cell(per_item[0], items) if i else None)
+            for i, ((label, _), r, items) in enumerate(zip(systems, results, per_item))]
     if llm_label:
         rows.append(llm_row(llm_label, results[0], seen, unseen, metric))
     out = [f"## {title}", ""] + [f"- {h}" for h in header_lines if h] + [""]
@@ -170,7 +205,10 @@ def build_section(title: str, systems: list[tuple[str, Path]], results: list[dic
                 "tasks, against the transcript; agr.: the same answer as the text LLM given the transcript; "
                 f"instr. following: answers that are no transcription and have the form of the LLM's answer; "
                 f"grounded unseen: on the unseen tasks' extractive examples (the LLM answered with words of the "
-                f"transcript), outputs made of words of the transcript too; per-task columns: {per_task}.{llm_note}",
+                f"transcript), outputs made of words of the transcript too; unseen acc. 95% CI: bootstrap over "
+                "utterances; unseen acc. vs first: the difference to the first system on the same examples, with "
+                "the interval of a paired bootstrap over utterances; "
+                f"per-task columns: {per_task}.{llm_note}",
             "Definitions in docs/mtbi.md; every number comes from a `result.json` of "
             "`speechllm.bin.mtbi_score`."]
     return "\n".join(out) + "\n"

@@ -23,9 +23,10 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import jiwer
+import numpy as np
 
 from speechllm.data.datadir import DataDirError
 from speechllm.llm.text_tasks import SPLITS, exact_match
@@ -37,6 +38,8 @@ TARGET_KEYS = ("id", "utt_id", "task", "answer_task", "wording", "wording_split"
                "transcript", "response", "reference")
 # Answer tasks whose answer is the transcript: scored by WER against the transcript.
 TRANSCRIPTION_ANSWER_TASKS = ("repeat",)
+# Resamples of the bootstrap behind the accuracy intervals (fixed seed: rescoring gives the same).
+BOOTSTRAP_SAMPLES = 2000
 # An output is "a transcription" when its WER against the transcript is at most this (percent).
 TRANSCRIPTION_MAX_WER = 50.0
 # Refusal-like outputs (searched in the normalized output: lowercase, punctuation removed).
@@ -157,6 +160,7 @@ class ItemScore:
     """The judgement of one output (the model's, or the LLM's own in its self-score)."""
 
     id: str
+    utt_id: str
     task: str
     answer_task: str
     wording_split: str
@@ -203,7 +207,7 @@ def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = 
     eligible = (answer_task and not self_score and not is_transcription(t.response, t.transcript)
                 and not (t.reference is not None and is_transcription(t.reference, t.transcript)))
     return ItemScore(
-        id=t.id, task=t.task, answer_task=t.answer_task, wording_split=t.wording_split, task_split=t.task_split,
+        id=t.id, utt_id=t.utt_id, task=t.task, answer_task=t.answer_task, wording_split=t.wording_split, task_split=t.task_split,
         hyp=text, missing=hyp is None, empty=hyp is not None and not words, looping=is_looping(words), cut=cut,
         refusal=is_refusal(text, (t.transcript, t.response, t.reference or "")),
         word_errors=errors, ref_words=ref_words,
@@ -252,6 +256,52 @@ def summarize(items: Sequence[ItemScore]) -> dict:
         "num_cut": sum(known_cut) if len(known_cut) == len(items) and items else None,
         "num_refusal": sum(s.refusal for s in items),
     }
+
+
+def accuracy_ci95(items: Sequence[ItemScore], samples: int = BOOTSTRAP_SAMPLES,
+                  seed: int = 0) -> list[float] | None:
+    """The 95% interval ``[low, high]`` of the accuracy of ``items`` (percent; None with fewer
+    than 2 utterances): percentile bootstrap over utterances, since the examples of one utterance
+    share its audio and are not independent draws."""
+    by_utt: dict[str, list[bool]] = {}
+    for s in items:
+        if s.correct is not None:
+            by_utt.setdefault(s.utt_id, []).append(s.correct)
+    if len(by_utt) < 2:
+        return None
+    correct = np.array([sum(v) for v in by_utt.values()], dtype=float)
+    total = np.array([len(v) for v in by_utt.values()], dtype=float)
+    return _bootstrap_ci95(correct, total, samples, seed)
+
+
+def _bootstrap_ci95(num: np.ndarray, den: np.ndarray, samples: int, seed: int) -> list[float]:
+    """Percentile interval of ``100 * sum(num) / sum(den)`` over resamples of the clusters."""
+    draws = np.random.default_rng(seed).integers(0, len(num), size=(samples, len(num)))
+    low, high = np.percentile(100.0 * num[draws].sum(1) / den[draws].sum(1), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def paired_accuracy_difference(base: Iterable[Mapping], other: Iterable[Mapping], task_split: str = "heldout",
+                               samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict | None:
+    """``other``'s accuracy minus ``base``'s (points) on the examples of ``task_split`` that both
+    judged, from two systems' ``per_item.jsonl`` rows, with the 95% interval of a paired bootstrap
+    over utterances: both systems answered the same examples, so the interval is much narrower
+    than the two systems' own intervals suggest. None when they share no judged example (or the
+    rows come from a scoring without ``utt_id``/``task_split``)."""
+    def judged(rows: Iterable[Mapping]) -> dict[str, Mapping]:
+        return {r["id"]: r for r in rows if r.get("task_split") == task_split and r.get("correct") is not None}
+
+    a, b = judged(base), judged(other)
+    by_utt: dict[str, list[int]] = {}
+    for i in sorted(a.keys() & b.keys()):
+        by_utt.setdefault(a[i]["utt_id"], []).append(int(b[i]["correct"]) - int(a[i]["correct"]))
+    if not by_utt:
+        return None
+    diff = np.array([sum(v) for v in by_utt.values()], dtype=float)
+    count = np.array([len(v) for v in by_utt.values()], dtype=float)
+    return {"difference": float(100.0 * diff.sum() / count.sum()),
+            "ci95": _bootstrap_ci95(diff, count, samples, seed) if len(by_utt) > 1 else None,
+            "num_items": int(count.sum()), "num_utts": len(by_utt)}
 
 
 # Keys of a group that mean nothing when the LLM scores its own answers.
@@ -327,7 +377,9 @@ def score_targets(targets: Sequence[Target], hyps: dict[str, str],
         "overall": groups["overall"],
         "prompt_generalization": groups["prompt_generalization"],
         "instruction_following": _instruction_following(scores),
-        "task_generalization": {"seen_tasks": groups["seen_tasks"], "unseen_tasks": groups["unseen_tasks"]},
+        "task_generalization": {
+            split: groups[split] | {"accuracy_ci95": accuracy_ci95([s for s in scores if s.task_split == ts])}
+            for split, ts in (("seen_tasks", "train"), ("unseen_tasks", "heldout"))},
         "per_task": groups["per_task"],
         "counts": {k: len(v) for k, v in problems.items()} | {"cut": len(problems["cut"]) if gen_info else None},
         "problem_ids": problems,
@@ -349,7 +401,8 @@ def per_item_lines(targets: Sequence[Target], scores: Sequence[ItemScore]) -> st
     lines = []
     for t, s in zip(targets, scores):
         flags = [k for k in ("missing", "empty", "looping", "cut", "refusal") if getattr(s, k)]
-        row = {"id": t.id, "task": t.task, "wording": t.wording, "hyp": s.hyp, "response": t.response,
+        row = {"id": t.id, "utt_id": t.utt_id, "task": t.task, "task_split": t.task_split, "wording": t.wording,
+               "hyp": s.hyp, "response": t.response,
                "reference": t.reference, "transcript": t.transcript, "agrees": s.agrees, "correct": s.correct,
                "wer": _percent(s.word_errors, s.ref_words) if s.is_transcription_task else None,
                "if_eligible": s.if_eligible, "transcribed": s.transcribed, "follows": s.follows, "grounded": s.grounded, "flags": flags}
@@ -384,6 +437,10 @@ def _task_rows(per_task: dict, self_score: bool = False) -> list[list[object]]:
     return rows
 
 
+def _interval(ci: Sequence[float] | None) -> str:
+    return "-" if ci is None else f"{_pct(ci[0])}-{_pct(ci[1])}"
+
+
 def format_summary(result: dict) -> str:
     """``summary.txt``: the benchmark's numbers as a reader wants them (all from ``result``)."""
     pg, ifr, tg = result["prompt_generalization"], result["instruction_following"], result["task_generalization"]
@@ -405,6 +462,8 @@ def format_summary(result: dict) -> str:
     out += _table(["", "seen tasks", "unseen tasks"], [
         ["agreement with the LLM", _pct(tg["seen_tasks"]["agreement"]), _pct(tg["unseen_tasks"]["agreement"])],
         ["accuracy (reference)", _pct(tg["seen_tasks"]["accuracy"]), _pct(tg["unseen_tasks"]["accuracy"])],
+        ["accuracy, 95% interval", _interval(tg["seen_tasks"].get("accuracy_ci95")),
+         _interval(tg["unseen_tasks"].get("accuracy_ci95"))],
         ["grounded (extractive examples)", _pct(tg["seen_tasks"]["grounding"]), _pct(tg["unseen_tasks"]["grounding"])],
     ])
     out += ["", "Per task (WER: transcription tasks, against the transcript; accuracy: against the reference):"]

@@ -110,6 +110,14 @@ def collect_rows(exp_dir: str | os.PathLike) -> list[dict]:
     return sorted(rows, key=lambda r: (str(r["model"]), str(r["data_set"]), r["source"]))
 
 
+def _scope_note(kept: list[tuple[frozenset[str] | None, int, str]]) -> str:
+    """`` (for a b c)``: the units a scoped stage's time covers, so that a table whose systems were
+    not all timed (a run stopped before its time was written) does not pass the time off as theirs."""
+    if any(scope is None for scope, _, _ in kept):
+        return ""
+    return " (for " + " ".join(sorted(set().union(*(scope for scope, _, _ in kept)))) + ")"
+
+
 def stage_time_lines(stage_times_tsv: str | os.PathLike) -> list[str]:
     """Header lines from the template's ``stage_times.tsv`` (``stage name seconds date [command
     [partial [scope]]]``; stages ``1``, ``3b``, ``5b``, ...).
@@ -119,9 +127,10 @@ def stage_time_lines(stage_times_tsv: str | os.PathLike) -> list[str]:
     so its time adds to the earlier one. A row with a ``scope`` (space-separated units of work,
     e.g. the systems a per-system stage ran over) replaces only earlier rows whose scope it
     covers, so a run of other systems adds to the time; a row without one covers everything. The
-    total is the sum over stages. When the times come from more than one invocation, a second line
-    names each command and the stages it contributed (rows written before commands were recorded
-    show as "not recorded").
+    total is the sum over stages; a stage timed by scoped rows only says the units it covers
+    (``4 train 2374 s (for a b c)``). When the times come from more than one invocation, a second
+    line names each command and the stages it contributed (rows written before commands were
+    recorded show as "not recorded").
     """
     # per stage: the runs that count, each (scope or None = everything, seconds, command)
     runs: dict[tuple[int, str, str], list[tuple[frozenset[str] | None, int, str]]] = {}
@@ -142,7 +151,8 @@ def stage_time_lines(stage_times_tsv: str | os.PathLike) -> list[str]:
         return []
     seconds = {key: sum(sec for _, sec, _ in kept) for key, kept in runs.items()}
     total = sum(seconds.values())
-    per_stage = ", ".join(f"{n}{sub} {name} {sec} s" for (n, sub, name), sec in sorted(seconds.items()))
+    per_stage = ", ".join(f"{n}{sub} {name} {sec} s{_scope_note(runs[(n, sub, name)])}"
+                          for (n, sub, name), sec in sorted(seconds.items()))
     lines = [f"Total run time: {total / 60:.1f} min ({total} s); per stage: {per_stage}"]
     by_command: dict[str, list[str]] = {}
     for (n, sub, _), kept in sorted(runs.items()):
