@@ -35,7 +35,8 @@ from pathlib import Path
 import yaml
 
 from speechllm.bin import exit_on_user_error
-from speechllm.mtbi.evaluate import TRANSCRIPTION_ANSWER_TASKS, paired_accuracy_difference
+from speechllm.mtbi.evaluate import TRANSCRIPTION_ANSWER_TASKS, format_interval, paired_accuracy_difference
+from speechllm.mtbi.targets import read_targets
 from speechllm.scoring.results import MISSING, stage_time_lines
 from speechllm.scoring.results import table_cell as cell
 from speechllm.utils.config import ConfigError, atomic_write_text
@@ -93,15 +94,7 @@ def load_result(path: Path) -> dict:
 def load_per_item(result_path: Path) -> list[dict] | None:
     """The ``per_item.jsonl`` beside a ``result.json`` (None when absent)."""
     path = result_path.with_name("per_item.jsonl")
-    if not path.is_file():
-        return None
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{n}: invalid JSON: {e.msg}") from None
-    return rows
+    return read_targets(path) if path.is_file() else None
 
 
 def difference_cell(base: list[dict] | None, other: list[dict] | None) -> str | None:
@@ -132,11 +125,6 @@ def _get(d: dict | None, *keys: str) -> object:
     return d
 
 
-def interval(ci: object) -> str | None:
-    """``low-high`` of a ``[low, high]`` interval (None when absent: result.json of older scoring)."""
-    return f"{cell(ci[0])}-{cell(ci[1])}" if isinstance(ci, list) and len(ci) == 2 else None
-
-
 def system_row(label: str, result: dict, seen: list[str], unseen: list[str], metric: str,
                difference: str | None = None) -> list[object]:
     """The cells of one speech system (the order of :func:`header`); ``difference``: its
@@ -147,7 +135,7 @@ def system_row(label: str, result: dict, seen: list[str], unseen: list[str], met
              result["instruction_following"]["rate"]]
             + [_get(result["per_task"], t, metric) for t in seen] + [_get(tg, "seen_tasks", metric)]
             + [_get(result["per_task"], t, metric) for t in unseen] + [_get(tg, "unseen_tasks", metric)]
-            + [interval(_get(tg, "unseen_tasks", "accuracy_ci95")), difference, _get(tg, "unseen_tasks", "grounding")]
+            + [format_interval(_get(tg, "unseen_tasks", "accuracy_ci95")), difference, _get(tg, "unseen_tasks", "grounding")]
             + [counts.get(k) for k in ("empty", "looping", "cut", "refusal")] + [result.get("num_items")])
 
 

@@ -207,7 +207,8 @@ def score_item(t: Target, hyp: str | None, cut: bool | None, self_score: bool = 
     eligible = (answer_task and not self_score and not is_transcription(t.response, t.transcript)
                 and not (t.reference is not None and is_transcription(t.reference, t.transcript)))
     return ItemScore(
-        id=t.id, utt_id=t.utt_id, task=t.task, answer_task=t.answer_task, wording_split=t.wording_split, task_split=t.task_split,
+        id=t.id, utt_id=t.utt_id, task=t.task, answer_task=t.answer_task, wording_split=t.wording_split,
+        task_split=t.task_split,
         hyp=text, missing=hyp is None, empty=hyp is not None and not words, looping=is_looping(words), cut=cut,
         refusal=is_refusal(text, (t.transcript, t.response, t.reference or "")),
         word_errors=errors, ref_words=ref_words,
@@ -258,27 +259,27 @@ def summarize(items: Sequence[ItemScore]) -> dict:
     }
 
 
+def _bootstrap_ci95(clusters: Iterable[tuple[str, float]], samples: int, seed: int) -> list[float] | None:
+    """Percentile 95% interval of ``100 * sum(values) / count`` over ``(cluster, value)`` pairs,
+    resampling whole clusters (None with fewer than 2 clusters)."""
+    by_cluster: dict[str, list[float]] = {}
+    for key, value in clusters:
+        by_cluster.setdefault(key, []).append(value)
+    if len(by_cluster) < 2:
+        return None
+    num = np.array([sum(v) for v in by_cluster.values()], dtype=float)
+    den = np.array([len(v) for v in by_cluster.values()], dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(num), size=(samples, len(num)))
+    low, high = np.percentile(100.0 * num[draws].sum(1) / den[draws].sum(1), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def accuracy_ci95(items: Sequence[ItemScore], samples: int = BOOTSTRAP_SAMPLES,
                   seed: int = 0) -> list[float] | None:
     """The 95% interval ``[low, high]`` of the accuracy of ``items`` (percent; None with fewer
     than 2 utterances): percentile bootstrap over utterances, since the examples of one utterance
     share its audio and are not independent draws."""
-    by_utt: dict[str, list[bool]] = {}
-    for s in items:
-        if s.correct is not None:
-            by_utt.setdefault(s.utt_id, []).append(s.correct)
-    if len(by_utt) < 2:
-        return None
-    correct = np.array([sum(v) for v in by_utt.values()], dtype=float)
-    total = np.array([len(v) for v in by_utt.values()], dtype=float)
-    return _bootstrap_ci95(correct, total, samples, seed)
-
-
-def _bootstrap_ci95(num: np.ndarray, den: np.ndarray, samples: int, seed: int) -> list[float]:
-    """Percentile interval of ``100 * sum(num) / sum(den)`` over resamples of the clusters."""
-    draws = np.random.default_rng(seed).integers(0, len(num), size=(samples, len(num)))
-    low, high = np.percentile(100.0 * num[draws].sum(1) / den[draws].sum(1), [2.5, 97.5])
-    return [float(low), float(high)]
+    return _bootstrap_ci95(((s.utt_id, float(s.correct)) for s in items if s.correct is not None), samples, seed)
 
 
 def paired_accuracy_difference(base: Iterable[Mapping], other: Iterable[Mapping], task_split: str = "heldout",
@@ -292,16 +293,12 @@ def paired_accuracy_difference(base: Iterable[Mapping], other: Iterable[Mapping]
         return {r["id"]: r for r in rows if r.get("task_split") == task_split and r.get("correct") is not None}
 
     a, b = judged(base), judged(other)
-    by_utt: dict[str, list[int]] = {}
-    for i in sorted(a.keys() & b.keys()):
-        by_utt.setdefault(a[i]["utt_id"], []).append(int(b[i]["correct"]) - int(a[i]["correct"]))
-    if not by_utt:
+    pairs = [(a[i]["utt_id"], float(int(b[i]["correct"]) - int(a[i]["correct"]))) for i in sorted(a.keys() & b.keys())]
+    if not pairs:
         return None
-    diff = np.array([sum(v) for v in by_utt.values()], dtype=float)
-    count = np.array([len(v) for v in by_utt.values()], dtype=float)
-    return {"difference": float(100.0 * diff.sum() / count.sum()),
-            "ci95": _bootstrap_ci95(diff, count, samples, seed) if len(by_utt) > 1 else None,
-            "num_items": int(count.sum()), "num_utts": len(by_utt)}
+    return {"difference": 100.0 * sum(d for _, d in pairs) / len(pairs),
+            "ci95": _bootstrap_ci95(pairs, samples, seed),
+            "num_items": len(pairs), "num_utts": len({u for u, _ in pairs})}
 
 
 # Keys of a group that mean nothing when the LLM scores its own answers.
@@ -437,7 +434,9 @@ def _task_rows(per_task: dict, self_score: bool = False) -> list[list[object]]:
     return rows
 
 
-def _interval(ci: Sequence[float] | None) -> str:
+def format_interval(ci: Sequence[float] | None) -> str:
+    """``low-high`` of an ``accuracy_ci95`` (``-`` when absent: too few utterances, or a result of
+    an older scoring)."""
     return "-" if ci is None else f"{_pct(ci[0])}-{_pct(ci[1])}"
 
 
@@ -462,8 +461,8 @@ def format_summary(result: dict) -> str:
     out += _table(["", "seen tasks", "unseen tasks"], [
         ["agreement with the LLM", _pct(tg["seen_tasks"]["agreement"]), _pct(tg["unseen_tasks"]["agreement"])],
         ["accuracy (reference)", _pct(tg["seen_tasks"]["accuracy"]), _pct(tg["unseen_tasks"]["accuracy"])],
-        ["accuracy, 95% interval", _interval(tg["seen_tasks"].get("accuracy_ci95")),
-         _interval(tg["unseen_tasks"].get("accuracy_ci95"))],
+        ["accuracy, 95% interval", format_interval(tg["seen_tasks"].get("accuracy_ci95")),
+         format_interval(tg["unseen_tasks"].get("accuracy_ci95"))],
         ["grounded (extractive examples)", _pct(tg["seen_tasks"]["grounding"]), _pct(tg["unseen_tasks"]["grounding"])],
     ])
     out += ["", "Per task (WER: transcription tasks, against the transcript; accuracy: against the reference):"]
