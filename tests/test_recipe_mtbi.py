@@ -40,7 +40,7 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     cmd = [
         "./mtbi.sh", "--nj", "1", "--inference_nj", "1",
         "--data_dir", f"{asr_out}/data", "--feats_dir", f"{asr_out}/dump", "--feats_type", "fbank",
-        "--train_set", "train_sp", "--valid_set", "dev", "--test_sets", "test",
+        "--train_set", "train_sp", "--valid_set", "dev", "--test_sets", "test", "--mtbi_test_sets", "dev test",
         "--data_recipe", "the asr_run fixture", "--asr_exp", str(asr_exp),
         "--asr_token_dir", f"{asr_out}/data/token_list/char40", "--encoder_init", f"{asr_exp}/valid.acc.ave.pt",
         "--llm", str(llm), "--systems", "asr_only mtbi_il", "--sllm_args", TINY_SLLM,
@@ -57,8 +57,12 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     assert (out / "dump" / "align" / "train_sp" / "word_align").stat().st_size > 0
     train_targets = [json.loads(line) for line in (out / "dump" / "targets" / "train_sp.jsonl").open()]
     assert train_targets and all(t["wording_split"] == "train" for t in train_targets)
-    test_targets = [json.loads(line) for line in (out / "dump" / "targets" / "test.jsonl").open()]
-    assert len(test_targets) == 4 * 3
+    bench_utts = {}
+    for dset in ("dev", "test"):  # both benchmark sets (--mtbi_test_sets): 4 utterances x 3 prompts
+        targets = [json.loads(line) for line in (out / "dump" / "targets" / f"{dset}.jsonl").open()]
+        assert len(targets) == 4 * 3, dset
+        bench_utts[dset] = {t["utt_id"] for t in targets}
+    assert len(bench_utts["dev"]) == 4 and not bench_utts["dev"] & bench_utts["test"]
 
     # Stage 4: one exp dir per system; the baseline without the mtbi block, mtbi_il with targets + words.
     exp = out / "exp"
@@ -76,18 +80,23 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     for s in ("asr_only", "mtbi_il"):
         wer = next((exp / f"sllm_{s}").glob("decode_decode_sllm_*/test/score/result.json"))
         assert json.loads(wer.read_text())["num_utts"] == 4
-        bench = next((exp / f"sllm_{s}").glob("decode_decode_mtbi_*/test/mtbi_score/result.json"))
-        assert json.loads(bench.read_text())["num_items"] == 12
+        for dset in ("dev", "test"):
+            bench = next((exp / f"sllm_{s}").glob(f"decode_decode_mtbi_*/{dset}/mtbi_score/result.json"))
+            assert json.loads(bench.read_text())["num_items"] == 12
     results = (out / "RESULTS.md").read_text()
     assert "sllm_asr_only/" in results and "sllm_mtbi_il/" in results  # the WER table
-    table = results[results.index("<!-- mtbi_table begin: MTBI benchmark: test -->"):]
-    for label in ("ASR-only baseline", "MTBI + interleaving", "text LLM (transcript as text)"):
-        assert f"| {label} |" in table, table
+    # one MTBI table per benchmark set, in the order of --mtbi_test_sets
+    dev_at = results.index("<!-- mtbi_table begin: MTBI benchmark: dev -->")
+    test_at = results.index("<!-- mtbi_table begin: MTBI benchmark: test -->")
+    assert dev_at < test_at
+    for table in (results[dev_at:test_at], results[test_at:]):
+        for label in ("ASR-only baseline", "MTBI + interleaving", "text LLM (transcript as text)"):
+            assert f"| {label} |" in table, table
 
     # A rerun skips every finished stage and says so.
     again = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-4000:]
-    for skipped in ("word_align exists", "train_sp.jsonl is complete", "test.jsonl is complete",
+    for skipped in ("word_align exists", "train_sp.jsonl is complete", "dev.jsonl is complete", "test.jsonl is complete",
                     "sllm_asr_only/.done exists", "sllm_mtbi_il/.done exists", "mtbi_score/result.json is newer"):
         assert skipped in again.stderr, skipped
     assert "MTBI + interleaving" in (out / "RESULTS.md").read_text()

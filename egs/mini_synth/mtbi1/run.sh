@@ -25,6 +25,8 @@ if [ ! -f "${llm}/config.json" ]; then
     (cd "${sllm_recipe}" && ./run.sh --stop_stage 4)
 fi
 
+# The benchmark runs on dev too: its table is where a setting (ratio, tasks, epochs) is chosen,
+# so that the test table reports it without having been looked at for the choice.
 test_sets="test"
 if [ -d "${REALSPEECH}" ]; then
     test_sets+=" test_real_librivox test_real_librispeech test_real_ljspeech test_real_jfk"
@@ -37,7 +39,7 @@ fi
     --train_set train \
     --valid_set dev \
     --test_sets "${test_sets}" \
-    --mtbi_test_sets test \
+    --mtbi_test_sets "dev test" \
     --data_recipe "${asr_recipe}" \
     --asr_exp "${asr_exp}" \
     --asr_token_dir "${asr_recipe}/data/token_list/bpe200" \
