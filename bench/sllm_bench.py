@@ -39,7 +39,11 @@ PROJECTORS = {
     "linear": {"downsample": 2, "hidden_size": 512},
     "conv1d": {"downsample": 2, "hidden_size": 512},
     "qformer": {"window": 4, "num_queries": 2, "num_layers": 2, "d_model": 256, "num_heads": 4},
+    "ctc_text": {"hidden_size": 512, "activation": "relu"},
 }
+# Projectors timed as the MTBI recipe trains them (egs/mini_synth/mtbi1/conf/systems.yaml, *_ctc_text):
+# the LLM frozen (no LoRA), only the projector learning, with its CTC loss on the transcript.
+FROZEN_LLM = {"ctc_text": {"lora": None, "freeze": ["encoder.*", "llm.*"]}}
 SENTENCES = ["and god said let there be light and there was light", "blessed are the meek",
              "in the beginning was the word", "the lord is my shepherd i shall not want"] * 8
 
@@ -58,11 +62,12 @@ def build(projector: str, tmp: Path) -> torch.nn.Module:
                   llm_config={"model_type": "llama", "vocab_size": 3000, **lm_conf,
                               "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
                               "pad_token_id": tok.pad_token_id})
+    config.update(FROZEN_LLM.get(projector, {}))
     return build_model(config)
 
 
 def make_batch(model: torch.nn.Module, n: int, seconds: float, device: str, targets: bool) -> dict:
-    from speechllm.llm.prompting import render_prompt_pieces, response_ids
+    from speechllm.llm.prompting import render_prompt_pieces, response_ids, transcript_ids
 
     frames = int(seconds * 100)
     user = "Transcribe the audio: <|audio|>"
@@ -73,6 +78,8 @@ def make_batch(model: torch.nn.Module, n: int, seconds: float, device: str, targ
     if targets:
         batch["response_ids"] = [response_ids(model.tokenizer, user, SENTENCES[i % len(SENTENCES)])[:12]
                                  for i in range(n)]
+        # read only by a projector with a CTC loss (ctc_text)
+        batch["transcript_ids"] = [transcript_ids(model.tokenizer, SENTENCES[i % len(SENTENCES)]) for i in range(n)]
     return batch
 
 
@@ -137,7 +144,9 @@ def to_markdown(report: dict) -> str:
              f"Commit {m['commit']}, {m['date']}. Command: `{report['command']}`",
              f"Load average (1 min) when written: {report['load_average_1m']}.", "",
              "Model: egs/mini_synth/sllm1/conf/train_sllm.yaml (Conformer encoder frozen, LoRA on the "
-             "mini Llama of conf/lm_pretrain.yaml), random weights. "
+             "mini Llama of conf/lm_pretrain.yaml), random weights; "
+             f"{', '.join(sorted(FROZEN_LLM))} as the MTBI recipe trains it: the LLM frozen too, no LoRA, "
+             "plus the projector's CTC loss on the transcript. "
              f"Training: batches of {a['batch']} utterances of {a['seconds']} s with 12-token responses, "
              f"median of {a['repeats']} steps (forward, backward, AdamW). Peak memory: process RSS on CPU, "
              "allocated memory on CUDA, one process per projector.", "",

@@ -64,7 +64,8 @@ def _speech_as_text_batch(model, tokenizer, transcript: str, response: str) -> d
     assert torch.equal(teacher[:len(head)], head) and torch.equal(teacher[len(teacher) - len(tail):], tail)
     middle = teacher[len(head):len(teacher) - len(tail)]
     embed = model.llm.get_input_embeddings()
-    model.audio_embeddings = lambda batch, encoded=None: [[embed(middle)]]  # the speech path returns the text embeddings
+    # the speech path returns the text embeddings
+    model.audio_embeddings = lambda batch, encoded=None, frame_logits=None: [[embed(middle)]]
     return {"utt_ids": ["u"], "feats": torch.zeros(1, 8, 8), "feats_lens": torch.tensor([8]),
             "prompts": [pieces], "audio_spans": [[(0, 0, -1)]],
             "response_ids": [response_ids(tokenizer, wording.replace("{text}", AUDIO_PLACEHOLDER), response)],

@@ -235,6 +235,37 @@ def test_ctc_text_adds_its_ctc_loss_when_the_batch_has_transcripts(llama_dir):
     assert model.projector.head[0].weight.grad.abs().sum() > 0
 
 
+def test_ctc_text_head_runs_once_per_step_with_the_loss_and_gradients_of_one_run_per_span(llama_dir):
+    vocab = load_causal_lm(llama_dir).get_input_embeddings().num_embeddings
+    model = tiny_speech_llm(llama_dir, projector="ctc_text", projector_conf={"vocab_size": vocab, "hidden_size": 8},
+                            freeze=["encoder.*", "llm.*"])
+    model.projector.bind_llm_embeddings(model.llm.get_input_embeddings())
+    batch = _train_batch(model.tokenizer)  # whole-utterance and interleaved (partial) spans
+    batch["transcript_ids"] = [transcript_ids(model.tokenizer, t) for t in ("and god said", "let there", "in")]
+    model.train()
+    calls = []
+    model.projector.head.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[:2]))
+
+    def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss, _ = model(batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    shared_loss, shared_grads = step()
+    assert len(calls) == 1 and calls[0][0] == 3  # the padded batch of the 3 utterances, once
+    # the head computed again on the spans (as before the logits were shared): same loss and gradients
+    calls.clear()
+    per_span = model.audio_embeddings
+    model.audio_embeddings = lambda batch, encoded=None, frame_logits=None: per_span(batch, encoded)
+    loss, grads = step()
+    assert len(calls) == 2
+    assert loss.item() == pytest.approx(shared_loss.item(), rel=1e-5)
+    assert grads.keys() == shared_grads.keys() and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_ctc_pool_spans_train_a_frozen_llm(llama_dir):
     # token-rate audio: each span (interleaved ones too) gets as many embeddings as CTC tokens
     model = tiny_speech_llm(llama_dir, projector="ctc_pool", projector_conf={"vocab_size": 5, "hidden_size": 8},

@@ -89,7 +89,9 @@ class SpeechLLM(nn.Module):
         encoder: ``forward(x, lengths) -> (out[N, T', D], out_lengths)`` (speechllm.nets.encoders;
             feature normalization, if any, inside it).
         projector: ``forward(x, lengths) -> (y[M, T'', H], out_lengths)`` with ``H`` the LLM's hidden
-            size (speechllm.nets.projectors).
+            size (speechllm.nets.projectors). One with a CTC loss (``ctc_loss_weight > 0``) also has
+            ``frame_logits(x)``, ``ctc_loss(x, lengths, targets, frame_logits=)`` and takes
+            ``frame_logits=`` in ``forward``.
         llm: a transformers causal LM, or a PEFT model wrapping one.
         tokenizer: its tokenizer (a chat template and an eos token); not a module, not saved.
         downsample_check: refuse an encoder + projector giving more than
@@ -165,10 +167,12 @@ class SpeechLLM(nn.Module):
     def llm_dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 
-    def audio_embeddings(self, batch: dict, encoded: tuple[torch.Tensor, torch.Tensor] | None = None
-                         ) -> list[list[torch.Tensor]]:
+    def audio_embeddings(self, batch: dict, encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+                         frame_logits: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
         """Projected audio ``[n_i, H]`` per sequence and audio slot (the spans of ``audio_spans``);
-        ``encoded``: the encoder's ``(out, out_lengths)`` of the batch, when already computed."""
+        ``encoded``: the encoder's ``(out, out_lengths)`` of the batch, when already computed;
+        ``frame_logits``: the projector's ``frame_logits`` of ``encoded`` (a projector with a CTC
+        head: its spans are cut from them instead of computed again)."""
         spans_per_seq = batch["audio_spans"]
         prompts: list[PromptPieces] = batch["prompts"]
         if len(spans_per_seq) != len(prompts):
@@ -181,7 +185,7 @@ class SpeechLLM(nn.Module):
             return [[] for _ in spans_per_seq]
         enc, enc_lens = encoded if encoded is not None else self.encoder(batch["feats"], batch["feats_lens"])
         lens = enc_lens.tolist()
-        pieces, utt_ids = [], batch.get("utt_ids") or [str(i) for i in range(enc.size(0))]
+        pieces, cuts, utt_ids = [], [], batch.get("utt_ids") or [str(i) for i in range(enc.size(0))]
         for b, spans in enumerate(spans_per_seq):
             for n, start, end in spans:
                 end = lens[n] if end == -1 else end
@@ -189,9 +193,18 @@ class SpeechLLM(nn.Module):
                     raise ValueError(f"batch sequence {b}: audio span ({n}, {start}, {end}) is outside utterance "
                                      f"{utt_ids[n]} ({lens[n]} encoder frames)")
                 pieces.append(enc[n, start:end])
+                cuts.append((n, start))
         x = nn.utils.rnn.pad_sequence(pieces, batch_first=True)
         x_lens = torch.tensor([len(p) for p in pieces], device=enc.device)
-        proj, proj_lens = self.projector(x, x_lens)
+        if frame_logits is None:
+            proj, proj_lens = self.projector(x, x_lens)
+        else:
+            # The spans' logits in one gather: the backward of a slice per span would allocate the
+            # whole batch's [N, T', V] gradient once per span. Frames past a span's end repeat
+            # other frames; the projector masks them by x_lens.
+            n_idx, start = torch.tensor(cuts, device=enc.device).unbind(1)
+            t_idx = (start[:, None] + torch.arange(x.size(1), device=enc.device)).clamp(max=enc.size(1) - 1)
+            proj, proj_lens = self.projector(x, x_lens, frame_logits=frame_logits[n_idx[:, None], t_idx])
         proj = proj.to(self.llm_dtype)
         flat = [proj[m, :n] for m, n in enumerate(proj_lens.tolist())]
         out, i = [], 0
@@ -201,10 +214,11 @@ class SpeechLLM(nn.Module):
         return out
 
     def _sequences(self, batch: dict, responses: list[torch.Tensor],
-                   encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[int]]:
+                   encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   frame_logits: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[int]]:
         """Input embeddings ``[L_b, H]`` per sequence (prompt, audio, response) and prompt lengths."""
         prompts: list[PromptPieces] = batch["prompts"]
-        audio = self.audio_embeddings(batch, encoded)
+        audio = self.audio_embeddings(batch, encoded, frame_logits)
         embed = self.llm.get_input_embeddings()
         device = embed.weight.device
         # One embedding call for every text piece of the batch.
@@ -247,13 +261,15 @@ class SpeechLLM(nn.Module):
         if len(responses) != len(batch["prompts"]):
             raise ValueError(f"batch: {len(batch['prompts'])} prompts but {len(responses)} response_ids; "
                              f"training needs a target per sequence")
-        # A projector with a CTC loss of its own (ctc_text) reads the whole utterances' encoder
-        # output once more, against the batch's transcripts in the LLM's tokenization.
+        # A projector with a CTC loss of its own (ctc_text) scores the whole utterances against the
+        # batch's transcripts in the LLM's tokenization. Its head runs once over every frame: the
+        # audio spans are cut from the same logits (the head is frame-wise), not computed again.
         ctc_weight = float(getattr(self.projector, "ctc_loss_weight", 0.0))
-        encoded = None
+        encoded = frame_logits = None
         if ctc_weight > 0 and batch.get("transcript_ids") is not None:
             encoded = self.encoder(batch["feats"], batch["feats_lens"])
-        seqs, prompt_lens = self._sequences(batch, responses, encoded)
+            frame_logits = self.projector.frame_logits(encoded[0])
+        seqs, prompt_lens = self._sequences(batch, responses, encoded, frame_logits)
         if min(prompt_lens) == 0:
             raise ValueError("batch: a sequence has an empty prompt; its first response token cannot be predicted")
         embeds, mask = self._pad(seqs, left=False)
@@ -281,7 +297,7 @@ class SpeechLLM(nn.Module):
             stats.update(loss_ce=float(loss.detach()), loss_kl=float(kl.detach()))
             loss = loss + self.kl_weight * kl
         if encoded is not None:
-            ctc = self.projector.ctc_loss(encoded[0], encoded[1], batch["transcript_ids"])
+            ctc = self.projector.ctc_loss(encoded[0], encoded[1], batch["transcript_ids"], frame_logits=frame_logits)
             stats.setdefault("loss_ce", float(loss.detach()))
             stats["loss_ctc"] = float(ctc.detach())
             loss = loss + ctc_weight * ctc

@@ -372,11 +372,18 @@ class TextCTCProjector(nn.Module):
         """The upper bound of forward's lengths: one token per frame."""
         return lengths.clone()
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pool ``x[B, T, D]`` to ``[B, max tokens, output_size]`` (class doc)."""
+    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's logits of every frame of ``x[B, T, D]``: ``[B, T, vocab_size + 1]``, float32."""
+        return self.head(x).float()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                frame_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool ``x[B, T, D]`` to ``[B, max tokens, output_size]`` (class doc); ``frame_logits``:
+        :meth:`frame_logits` of ``x`` when already computed (a training step shares them with
+        :meth:`ctc_loss`)."""
         if not self._llm_embedding:
             raise RuntimeError("projector ctc_text: bind_llm_embeddings was not called (build_model does it)")
-        logits = self.head(x).float()
+        logits = self.frame_logits(x) if frame_logits is None else frame_logits
         seg, count = ctc_runs(logits.detach().argmax(-1), lengths.to(x.device), self.blank_id)
         post = pool_runs(logits.softmax(-1)[..., :self.blank_id], seg, count)
         table = self._llm_embedding[0].weight
@@ -388,12 +395,15 @@ class TextCTCProjector(nn.Module):
             y = y + self.residual(pool_runs(x, seg, count)).float()
         return _zero_padding(y.to(x.dtype), count), count
 
-    def ctc_loss(self, x: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+    def ctc_loss(self, x: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor],
+                 frame_logits: torch.Tensor | None = None) -> torch.Tensor:
         """CTC loss of the head on whole utterances ``x[B, T, D]`` against ``targets`` (the LLM's
-        token ids of each transcript): per utterance divided by its target length, mean over B."""
+        token ids of each transcript): per utterance divided by its target length, mean over B.
+        ``frame_logits``: :meth:`frame_logits` of ``x`` when already computed."""
         if len(targets) != x.size(0):
             raise ValueError(f"ctc_text: {len(targets)} transcripts for {x.size(0)} utterances")
-        log_probs = self.head(x).float().log_softmax(-1).transpose(0, 1)  # [T, B, V + 1]
+        logits = self.frame_logits(x) if frame_logits is None else frame_logits
+        log_probs = logits.log_softmax(-1).transpose(0, 1)  # [T, B, V + 1]
         target_lens = torch.tensor([len(t) for t in targets], dtype=torch.long)
         flat = torch.cat([t.long().cpu() for t in targets]) if targets else torch.zeros(0, dtype=torch.long)
         # zero_infinity: an utterance with more tokens than frames gives no gradient instead of inf
