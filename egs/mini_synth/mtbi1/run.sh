@@ -4,8 +4,8 @@
 # conf/systems.yaml) trained on the same data with the same budget, compared on WER and on the
 # task-prompt benchmark in RESULTS.md. It shares the corpus, features and ASR model of ../asr1 and
 # the mini LLM and prompt set of ../sllm1, and runs those recipes first when their outputs are missing.
-#   ./run.sh                                               # the five main systems, every stage
-#   ./run.sh --systems "asr_only mtbi mtbi_il mtbi_il_kl"   # with an ablation
+#   ./run.sh                                               # the table: 7 systems, every stage
+#   ./run.sh --systems "asr_only mtbi mtbi_il mtbi_il_kl"   # the LoRA family instead
 #   ./run.sh --stage 4 --sllm_args "--max_epoch 2" --expdir exp_ep2 --results_md RESULTS_ep2.md   # another budget
 set -euo pipefail
 export RECIPE_CMD="./run.sh $*"
@@ -47,7 +47,7 @@ fi
     --llm "${llm}" \
     --llm_recipe "${sllm_recipe} (its stage 4)" \
     --systems_file conf/systems.yaml \
-    --systems "asr_only mtbi mtbi_il asr_only_ctc_text mtbi_il_ctc_text" \
+    --systems "asr_only asr_only_ctc_text mtbi_ctc_text mtbi_il_ctc_text mtbi_il_ctc_text_2tasks mtbi_il_ctc_text_r03 mtbi_il_ctc_text_r07" \
     --train_per_utt 5 \
     --train_targets_opts "--exclude_tasks repeat,transcribe" \
     --eval_per_utt 9 \
