@@ -116,7 +116,6 @@ def test_collate_mixes_transcription_and_imitation_by_ratio(llm_dir):
     tok = load_tokenizer(llm_dir)
     prompts = load_prompt_set(PROMPTS)
     targets = {f"u{i}": [_record(f"u{i}", "count_words", 1, "5")] for i in range(4)}
-    random.seed(0)
     only_text = MTBICollate(tok, MTBIConfig(targets="t", transcribe_ratio=1.0), prompts, targets)
     batch = only_text(_items())
     answers = [tok.decode(r) for r in batch["response_ids"]]
@@ -126,9 +125,43 @@ def test_collate_mixes_transcription_and_imitation_by_ratio(llm_dir):
     assert all(tok.decode(r).startswith("5") for r in batch["response_ids"])
     assert batch["audio_spans"] == [[(i, 0, -1)] for i in range(4)] and "teacher_prompt_ids" not in batch
     half = MTBICollate(tok, MTBIConfig(targets="t", transcribe_ratio=0.5), prompts, targets)
-    for _ in range(50):
+    for epoch in range(1, 51):
+        half.set_epoch(epoch)
         half(_items())
     assert 70 <= half.counts["transcribe"] <= 130 and half.counts["transcribe"] + half.counts["count_words"] == 200
+
+
+def test_collate_draws_depend_on_seed_epoch_and_utterance_only(llm_dir):
+    # so a run resumed mid-epoch, or loading with other workers or batches, gets the same examples
+    tok = load_tokenizer(llm_dir)
+    prompts = load_prompt_set(PROMPTS)
+    words = "in the beginning god created".split()
+    align = {f"u{i}": [WordTime(w, 0.1 + 0.1 * j, 0.2 + 0.1 * j) for j, w in enumerate(words)] for i in range(4)}
+    targets = {f"u{i}": [_record(f"u{i}", task, 1, str(i)) for task in ("count_words", "first_word", "uppercase")]
+               for i in range(4)}
+    config = MTBIConfig(targets="t", transcribe_ratio=0.3, word_align="a", interleave_prob=0.5,
+                        interleave={"ratio": 0.5, "span_words": [1, 2]})
+
+    def examples(seed: int, epoch: int, order: list[int], batches: int) -> dict[str, tuple]:
+        collate = MTBICollate(tok, config, prompts, targets, align, enc_lens=lambda n: n // 2, frame_shift=0.02,
+                              seed=seed)
+        collate.set_epoch(epoch)
+        items = [_items()[i] for i in order]
+        out = {}
+        for part in range(batches):
+            batch = collate(items[part::batches])
+            for n, utt in enumerate(batch["utt_ids"]):
+                text = tok.decode(torch.cat(batch["prompts"][n].text_ids))
+                spans = [(e - s) if e != -1 else -1 for _, s, e in batch["audio_spans"][n]]
+                out[utt] = (text, spans, tok.decode(batch["response_ids"][n]))
+        return out
+
+    first = examples(0, 1, [0, 1, 2, 3], 1)
+    assert examples(0, 1, [3, 1, 0, 2], 2) == first  # other batches, other order: the same examples
+    random.seed(123)  # the global generator plays no part
+    assert examples(0, 1, [2, 0, 3, 1], 4) == first
+    assert examples(0, 2, [0, 1, 2, 3], 1) != first  # a new epoch draws anew
+    assert examples(1, 1, [0, 1, 2, 3], 1) != first
 
 
 def test_collate_interleaves_and_gives_the_teacher_the_text_prompt(llm_dir):
@@ -140,7 +173,6 @@ def test_collate_interleaves_and_gives_the_teacher_the_text_prompt(llm_dir):
     config = MTBIConfig(targets="t", transcribe_ratio=0.0, word_align="a", interleave_prob=1.0,
                         interleave={"ratio": 0.5, "span_words": [1, 2]}, kl_weight=0.5)
     collate = MTBICollate(tok, config, prompts, targets, align, enc_lens=lambda n: n // 2, frame_shift=0.02)
-    random.seed(3)
     batch = collate(_items())
     for n, (prompt, spans) in enumerate(zip(batch["prompts"], batch["audio_spans"])):
         assert prompt.n_audio == len(spans) >= 1 and all(u == n for u, _, _ in spans)

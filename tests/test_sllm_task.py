@@ -12,6 +12,7 @@ import yaml
 from asr_toys import INPUT_SIZE, VOCAB, tiny_config
 from sllm_toys import make_tiny_llm
 from speechllm.bin import sllm_export, sllm_inference, train
+from speechllm.llm.loading import load_tokenizer
 from speechllm.tasks import sllm
 from speechllm.tasks.asr import build_model as build_asr_model
 from speechllm.train.checkpoint import load_model_state_dict
@@ -250,3 +251,29 @@ def test_encoder_init_with_other_feature_normalization_is_a_config_error(setup, 
     (asr_exp / "config.yaml").write_text(yaml.safe_dump({"normalize": None}))  # the same as config: loads
     assert config.get("normalize") is None
     sllm.build_model(config)
+
+
+def test_training_collate_draws_each_wording_by_seed_epoch_and_utterance(setup):
+    # the same examples for any batching or worker, and after a resume at any step
+    root, _, _, _ = setup
+    tok = load_tokenizer(str(root / "llm"))
+    wordings = [f"Wording {i}: {{text}}" for i in range(8)]
+    items = [{"utt_id": f"u{i}", "feats": torch.zeros(5 + i, INPUT_SIZE), "text": "and god said"} for i in range(6)]
+
+    def drawn(seed: int, epoch: int, batches: list[list[int]]) -> dict[str, str]:
+        collate = sllm.SpeechLLMCollate(tok, wordings, train=True, seed=seed)
+        collate.set_epoch(epoch)
+        out = {}
+        for batch_items in batches:
+            batch = collate([items[i] for i in batch_items])
+            for utt, prompt in zip(batch["utt_ids"], batch["prompts"]):
+                out[utt] = tok.decode(torch.cat(prompt.text_ids))
+        return out
+
+    first = drawn(0, 1, [[0, 1, 2, 3, 4, 5]])
+    assert len({w for w in first.values()}) > 1  # drawn, not fixed
+    assert drawn(0, 1, [[5, 3], [0, 4, 1], [2]]) == first
+    assert drawn(0, 2, [[0, 1, 2, 3, 4, 5]]) != first
+    assert drawn(1, 1, [[0, 1, 2, 3, 4, 5]]) != first
+    valid = sllm.SpeechLLMCollate(tok, wordings, train=False)(items)
+    assert all("Wording 0:" in tok.decode(torch.cat(p.text_ids)) for p in valid["prompts"])  # validation: the first

@@ -6,15 +6,16 @@ simulated by the model raising at a chosen training forward call.
 import pytest
 import torch
 
+from speechllm.data.example_rng import example_rng
 from speechllm.train import Trainer
 from speechllm.train.checkpoint import load_checkpoint, last_checkpoint_path
 from trainer_toys import CrashError, ToyDataset, ToyModel, collate_toy, toy_config
 
 
-def train(exp_dir, config, crash_at=None, init_seed=0):
+def train(exp_dir, config, crash_at=None, init_seed=0, collate=collate_toy):
     torch.manual_seed(init_seed)
     model = ToyModel(crash_at=crash_at)
-    trainer = Trainer(model, config, exp_dir, ToyDataset(24), ToyDataset(8, seed=1), collate_toy)
+    trainer = Trainer(model, config, exp_dir, ToyDataset(24), ToyDataset(8, seed=1), collate)
     trainer.run()
     return trainer
 
@@ -26,15 +27,15 @@ def assert_same_model(a, b):
         assert torch.equal(sa[name], sb[name]), name
 
 
-def check_resume(tmp_path, config, crash_at, expect_mid_epoch):
-    reference = train(tmp_path / "straight", config)
+def check_resume(tmp_path, config, crash_at, expect_mid_epoch, collate=collate_toy):
+    reference = train(tmp_path / "straight", config, collate=collate)
     with pytest.raises(CrashError):
-        train(tmp_path / "resumed", config, crash_at=crash_at)
+        train(tmp_path / "resumed", config, crash_at=crash_at, collate=collate)
     ckpt = load_checkpoint(last_checkpoint_path(tmp_path / "resumed"))
     assert (ckpt["batches_done"] > 0) == expect_mid_epoch
     assert 0 < ckpt["step"] < reference.step
     # A different initialisation proves the weights come from the checkpoint.
-    resumed = train(tmp_path / "resumed", config, init_seed=123)
+    resumed = train(tmp_path / "resumed", config, init_seed=123, collate=collate)
     assert resumed.step == reference.step
     assert_same_model(reference, resumed)
     assert resumed.history == reference.history
@@ -51,6 +52,29 @@ def test_resume_mid_epoch_with_accumulation_matches_uninterrupted(tmp_path):
     # batch 2 of epoch 2; the crash comes at batch 4 of epoch 2, so batches 3-4 are redone.
     config = toy_config(accum_grad=2, save_interval_steps=2)
     check_resume(tmp_path, config, crash_at=10, expect_mid_epoch=True)
+
+
+class DrawingCollate:
+    """collate_toy plus a draw per example in the DataLoader worker (as the speech-LLM and MTBI
+    collates draw wordings, targets and spans): a random offset of each target."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.epoch = seed, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = collate_toy(items)
+        offsets = [example_rng(self.seed, self.epoch, it["utt_id"]).gauss(0.0, 1.0) for it in items]
+        batch["target"] = batch["target"] + torch.tensor(offsets)
+        return batch
+
+
+def test_resume_mid_epoch_with_draws_in_a_worker_matches_uninterrupted(tmp_path):
+    # the worker's random state is not saved; example_rng does not need it
+    config = toy_config(save_interval_steps=2, num_workers=1)
+    check_resume(tmp_path, config, crash_at=10, expect_mid_epoch=True, collate=DrawingCollate(0))
 
 
 def test_more_epochs_after_a_finished_run_match_one_longer_run(tmp_path):

@@ -32,8 +32,9 @@ With ``kl_weight > 0`` the batch also holds ``teacher_prompt_ids``: the same pro
 transcript as text, which :class:`~speechllm.models.speech_llm.SpeechLLM` feeds to its frozen LLM
 (LoRA disabled) to get the text-conditioned distribution over the same response tokens.
 
-Python's global ``random`` draws every choice: the Trainer seeds it per DataLoader worker and
-restores it on resume.
+Every choice for an utterance is drawn from its own generator
+(:func:`speechllm.data.example_rng.example_rng`: training seed, epoch, utterance id), so an
+epoch's examples do not depend on batching, DataLoader workers or a resume.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ import torch
 
 from speechllm.align import read_ctm
 from speechllm.data.dataset import pad_sequences
+from speechllm.data.example_rng import example_rng
 from speechllm.llm.prompting import AUDIO_PLACEHOLDER, render_prompt_pieces, response_ids, transcript_ids
 from speechllm.llm.text_tasks import PLACEHOLDER, PromptSet, load_prompt_set
 from speechllm.mtbi.interleave import InterleaveConfig, interleave
@@ -136,11 +138,12 @@ class MTBICollate:
         frame_shift: seconds per encoder frame; min_frames: fewest encoder frames of a speech
             span (:func:`speechllm.mtbi.interleave.min_span_frames` of the projector).
         system: optional system prompt.
+        seed: the training seed; with the epoch and the utterance id it seeds each example's draws.
     """
 
     def __init__(self, tokenizer: Any, config: MTBIConfig, prompts: PromptSet, targets: dict[str, list[dict]],
                  word_align: dict[str, list] | None = None, enc_lens: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 frame_shift: float = 0.0, min_frames: int = 1, system: str | None = None) -> None:
+                 frame_shift: float = 0.0, min_frames: int = 1, system: str | None = None, seed: int = 0) -> None:
         if config.transcribe_task not in prompts.tasks:
             raise ConfigError(f"mtbi.transcribe_task {config.transcribe_task!r} is not in {prompts.path}")
         self.transcribe_wordings = [w.text for w in prompts.tasks[config.transcribe_task].wordings if w.split == "train"]
@@ -151,7 +154,7 @@ class MTBICollate:
         self.tokenizer, self.config, self.targets = tokenizer, config, targets
         self.word_align = word_align or {}
         self.enc_lens, self.frame_shift, self.min_frames = enc_lens, frame_shift, min_frames
-        self.system = system
+        self.system, self.seed = system, int(seed)
         self.epoch = 1
         self.counts: Counter = Counter()  # kinds of examples drawn (in this process)
 
@@ -159,13 +162,13 @@ class MTBICollate:
         """The Trainer's epoch (1-based), for the interleaving ratio schedule."""
         self.epoch = epoch
 
-    def _example(self, item: dict) -> tuple[str, str]:
+    def _example(self, item: dict, rng: random.Random) -> tuple[str, str]:
         """(wording with {text}, response) for one utterance."""
         recs = self.targets.get(item["utt_id"])
-        if not recs or random.random() < self.config.transcribe_ratio:
+        if not recs or rng.random() < self.config.transcribe_ratio:
             self.counts["transcribe"] += 1
-            return random.choice(self.transcribe_wordings), item["text"]
-        rec = random.choice(recs)
+            return rng.choice(self.transcribe_wordings), item["text"]
+        rec = rng.choice(recs)
         self.counts[rec["task"]] += 1
         return rec["prompt"], rec["response"]
 
@@ -176,10 +179,11 @@ class MTBICollate:
         enc_lens = self.enc_lens(feats_lens).tolist() if self.config.interleave_prob > 0 else None
         prompts, spans, responses, teachers = [], [], [], []
         for n, it in enumerate(items):
-            wording, response = self._example(it)
+            rng = example_rng(self.seed, self.epoch, it["utt_id"])
+            wording, response = self._example(it, rng)
             words = self.word_align.get(it["utt_id"])
-            if words and random.random() < self.config.interleave_prob:
-                out = interleave(words, wording, self.config.interleave_config, random, self.frame_shift,
+            if words and rng.random() < self.config.interleave_prob:
+                out = interleave(words, wording, self.config.interleave_config, rng, self.frame_shift,
                                  enc_lens[n], self.min_frames, self.epoch)
                 user, utt_spans = out.user, out.audio_spans(n)
                 self.counts["interleaved"] += 1
@@ -220,4 +224,4 @@ def build_collate(config: dict, tokenizer: Any, model: Any) -> MTBICollate:
         logger.info("interleaving: %d aligned utterances in %s; %.0f%% of examples, %s", len(word_align),
                     mtbi.word_align, 100 * mtbi.interleave_prob, mtbi.interleave_config)
     return MTBICollate(tokenizer, mtbi, prompts, targets, word_align, enc_lens, frame_shift, min_frames,
-                       config.get("system_prompt"))
+                       config.get("system_prompt"), seed=int(config.get("seed", 0)))

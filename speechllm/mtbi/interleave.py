@@ -260,8 +260,8 @@ def interleave(words: Sequence[Sequence[Any]], wording: str, config: InterleaveC
     ``frame_shift`` seconds apart; ``min_frames``: fewest frames a speech span may have
     (:func:`min_span_frames` of the projector); ``epoch``: for the ratio schedule.
 
-    ``rng`` draws the speech words: a ``random.Random``, or the ``random`` module itself (the global
-    generator that the Trainer seeds per DataLoader worker and restores on resume). ``words`` may
+    ``rng`` draws the speech words: a ``random.Random`` (the training collate passes the example's
+    :func:`~speechllm.data.example_rng.example_rng`) or the ``random`` module itself. ``words`` may
     be empty with ``mode: all_speech`` (an utterance without an alignment gets the whole-utterance
     slot)."""
     if wording.count(PLACEHOLDER) != 1:

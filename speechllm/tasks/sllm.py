@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from speechllm.data.dataset import pad_sequences
+from speechllm.data.example_rng import example_rng
 from speechllm.llm.prompting import AUDIO_PLACEHOLDER, render_prompt_pieces, response_ids, transcript_ids
 from speechllm.llm.text_tasks import PLACEHOLDER, load_prompt_set
 from speechllm.nets.projectors import PROJECTORS
@@ -222,22 +222,28 @@ class SpeechLLMCollate:
 
     Args:
         tokenizer: the LLM's tokenizer (chat template).
-        wordings: user-turn wordings with ``{text}``; in training one is drawn per example (python
-            ``random``: seeded per DataLoader worker, restored on resume in the main process),
-            otherwise the first is used.
+        wordings: user-turn wordings with ``{text}``; in training one is drawn per example
+            (:func:`~speechllm.data.example_rng.example_rng` of ``seed``, the epoch and the
+            utterance: independent of batching, workers and resumes), otherwise the first is used.
         train: draw wordings at random.
         system: optional system prompt.
         with_targets: add ``response_ids`` (the transcript); False for decoding.
+        seed: the training seed.
     """
 
     def __init__(self, tokenizer: Any, wordings: Sequence[str], train: bool, system: str | None = None,
-                 with_targets: bool = True) -> None:
+                 with_targets: bool = True, seed: int = 0) -> None:
         self.tokenizer = tokenizer
         self.wordings = list(wordings)
         self.train = train
         self.system = system
         self.with_targets = with_targets
+        self.seed, self.epoch = int(seed), 1
         self._cache: dict[str, Any] = {}  # wording -> PromptPieces (the same for every example)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The Trainer's epoch (1-based): it seeds the draws with the utterance."""
+        self.epoch = epoch
 
     def _pieces(self, user: str) -> Any:
         if user not in self._cache:
@@ -248,7 +254,8 @@ class SpeechLLMCollate:
         if not items:
             raise ValueError("SpeechLLMCollate: empty batch")
         feats, feats_lens = pad_sequences([it["feats"] for it in items], 0.0, torch.float32)
-        users = [user_turn(random.choice(self.wordings) if self.train else self.wordings[0]) for _ in items]
+        users = [user_turn(example_rng(self.seed, self.epoch, it["utt_id"]).choice(self.wordings) if self.train
+                           else self.wordings[0]) for it in items]
         batch = {
             "utt_ids": [it["utt_id"] for it in items],
             "feats": feats,

@@ -20,7 +20,8 @@ inside the epoch, step/epoch counters, best-model history and every rank's pytho
 RNG states, so N steps + resume + N steps equals 2N steps. That holds for randomness in the main
 process (model dropout, SpecAugment inside the model, ``num_workers: 0`` data loading). DataLoader
 workers are reseeded per epoch (``seed + epoch``), not restored mid-epoch, so random augmentation
-done inside workers differs after a mid-epoch resume.
+done inside workers differs after a mid-epoch resume; collates that draw per example use
+:func:`speechllm.data.example_rng.example_rng` instead, which a resume does not change.
 """
 from __future__ import annotations
 
