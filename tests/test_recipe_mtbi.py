@@ -1,6 +1,8 @@
 """End to end: every stage of the MTBI template (egs/TEMPLATE/mtbi1) from egs/mini_synth/mtbi1, on
 the tiny asr1 run of conftest.py (``asr_run``: data, features, ASR model) and a tiny random LLM, for
-two systems of the recipe's conf/systems.yaml with one epoch each; then a rerun that skips it all.
+two systems of the recipe's conf/systems.yaml with one epoch each (the LoRA ASR-only baseline and
+MTBI + interleaving with the frozen LLM and the ctc_text projector, the pair the target compares),
+on the dev and test benchmarks; then a rerun that skips it all.
 
 All outputs go to a temporary directory, so the recipe directory stays clean. About a minute on
 2 CPU cores, after the asr1 fixture.
@@ -22,7 +24,7 @@ TINY_SLLM = (
     "--max_epoch 1 --batch_bins 4000 --num_workers 0 --keep_nbest_models 1 --scheduler_conf.warmup_steps 2 "
     "--encoder_conf.output_size 32 --encoder_conf.linear_units 64 --encoder_conf.num_blocks 2 "
     "--encoder_conf.attention_heads 2 --encoder_conf.interctc_layer_idx [1] --projector_conf.hidden_size 16 "
-    "--lora.r 2 --log_interval 5"
+    "--log_interval 5"
 )
 
 pytestmark = pytest.mark.skipif(
@@ -43,7 +45,7 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
         "--train_set", "train_sp", "--valid_set", "dev", "--test_sets", "test", "--mtbi_test_sets", "dev test",
         "--data_recipe", "the asr_run fixture", "--asr_exp", str(asr_exp),
         "--asr_token_dir", f"{asr_out}/data/token_list/char40", "--encoder_init", f"{asr_exp}/valid.acc.ave.pt",
-        "--llm", str(llm), "--systems", "asr_only mtbi_il", "--sllm_args", TINY_SLLM,
+        "--llm", str(llm), "--systems", "asr_only mtbi_il_ctc_text", "--sllm_args", TINY_SLLM,
         "--train_per_utt", "2", "--eval_per_utt", "3",
         "--targets_opts", "--max_new_tokens_base 3 --max_new_tokens_per_word 0 --batch_size 16",
         "--inference_args", "--batch_size 4 --max_new_tokens_base 2",
@@ -53,7 +55,7 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
-    # Stage 2: the training set aligned (mtbi_il interleaves); stage 3: targets without leaks.
+    # Stage 2: the training set aligned (mtbi_il_ctc_text interleaves); stage 3: targets without leaks.
     assert (out / "dump" / "align" / "train_sp" / "word_align").stat().st_size > 0
     train_targets = [json.loads(line) for line in (out / "dump" / "targets" / "train_sp.jsonl").open()]
     assert train_targets and all(t["wording_split"] == "train" for t in train_targets)
@@ -64,42 +66,47 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
         bench_utts[dset] = {t["utt_id"] for t in targets}
     assert len(bench_utts["dev"]) == 4 and not bench_utts["dev"] & bench_utts["test"]
 
-    # Stage 4: one exp dir per system; the baseline without the mtbi block, mtbi_il with targets + words.
+    # Stage 4: one exp dir per system; the LoRA baseline without the mtbi block, the recipe's
+    # MTBI + IL system (frozen LLM, ctc_text) with targets + words.
     exp = out / "exp"
-    configs = {s: yaml.safe_load((exp / f"sllm_{s}" / "config.yaml").read_text()) for s in ("asr_only", "mtbi_il")}
+    systems = ("asr_only", "mtbi_il_ctc_text")
+    configs = {s: yaml.safe_load((exp / f"sllm_{s}" / "config.yaml").read_text()) for s in systems}
     assert configs["asr_only"]["mtbi"] is None
-    assert configs["mtbi_il"]["mtbi"]["interleave_prob"] == 0.5
-    assert configs["mtbi_il"]["mtbi"]["word_align"].endswith("align/train_sp/word_align")
+    assert configs["asr_only"]["lora"] and configs["mtbi_il_ctc_text"]["lora"] is None
+    assert configs["mtbi_il_ctc_text"]["projector"] == "ctc_text"
+    assert configs["mtbi_il_ctc_text"]["mtbi"]["interleave_prob"] == 0.5
+    assert configs["mtbi_il_ctc_text"]["mtbi"]["word_align"].endswith("align/train_sp/word_align")
     assert {c["max_epoch"] for c in configs.values()} == {1}
-    assert "interleaving:" in (exp / "sllm_mtbi_il" / "train.log").read_text()
+    assert "interleaving:" in (exp / "sllm_mtbi_il_ctc_text" / "train.log").read_text()
     # the per-system stages' times name their systems (a run of other systems adds to them)
     times = [line.split("\t") for line in (exp / "stage_times.tsv").read_text().splitlines()]
-    assert {r[0]: r[6:] for r in times if r[0] in "456"} == {s: ["asr_only mtbi_il"] for s in "456"}
+    assert {r[0]: r[6:] for r in times if r[0] in "456"} == {s: [" ".join(systems)] for s in "456"}
 
     # Stages 5-7: WER rows of both systems and the MTBI table with both systems and the LLM row.
-    for s in ("asr_only", "mtbi_il"):
+    for s in systems:
         wer = next((exp / f"sllm_{s}").glob("decode_decode_sllm_*/test/score/result.json"))
         assert json.loads(wer.read_text())["num_utts"] == 4
         for dset in ("dev", "test"):
             bench = next((exp / f"sllm_{s}").glob(f"decode_decode_mtbi_*/{dset}/mtbi_score/result.json"))
             assert json.loads(bench.read_text())["num_items"] == 12
     results = (out / "RESULTS.md").read_text()
-    assert "sllm_asr_only/" in results and "sllm_mtbi_il/" in results  # the WER table
+    assert "sllm_asr_only/" in results and "sllm_mtbi_il_ctc_text/" in results  # the WER table
     # one MTBI table per benchmark set, in the order of --mtbi_test_sets
     dev_at = results.index("<!-- mtbi_table begin: MTBI benchmark: dev -->")
     test_at = results.index("<!-- mtbi_table begin: MTBI benchmark: test -->")
     assert dev_at < test_at
     for table in (results[dev_at:test_at], results[test_at:]):
-        for label in ("ASR-only baseline", "MTBI + interleaving", "text LLM (transcript as text)"):
+        for label in ("ASR-only baseline", "MTBI + IL, frozen LLM, text CTC", "text LLM (transcript as text)"):
             assert f"| {label} |" in table, table
 
     # A rerun skips every finished stage and says so.
     again = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-4000:]
     for skipped in ("word_align exists", "train_sp.jsonl is complete", "dev.jsonl is complete", "test.jsonl is complete",
-                    "sllm_asr_only/.done exists", "sllm_mtbi_il/.done exists", "mtbi_score/result.json is newer"):
+                    "sllm_asr_only/.done exists", "sllm_mtbi_il_ctc_text/.done exists",
+                    "mtbi_score/result.json is newer"):
         assert skipped in again.stderr, skipped
-    assert "MTBI + interleaving" in (out / "RESULTS.md").read_text()
+    assert "MTBI + IL, frozen LLM, text CTC" in (out / "RESULTS.md").read_text()
 
 
 def test_mtbi_template_names_the_recipe_to_run_when_inputs_are_missing(tmp_path):
