@@ -47,6 +47,11 @@ def test_systems_with_another_budget_llm_or_bad_mtbi_block_are_refused(tmp_path)
         mtbi_systems.resolve_systems(path, ["bad"], "", tmp_path / "out")
     with pytest.raises(ConfigError, match=r"unknown system\(s\) \['nope'\]"):
         mtbi_systems.resolve_systems(path, ["a", "nope"], "", tmp_path / "out")
+    # a common option under a block that a system turns off would silently bring it back
+    with pytest.raises(ConfigError, match=r"system base turns mtbi off \(mtbi: null\), and the common option "
+                                          r"--mtbi.transcribe_ratio would bring it back"):
+        mtbi_systems.resolve_systems(_systems(tmp_path, {"base": {"args": "--mtbi null"}, "a": {}}), ["a", "base"],
+                                     "--mtbi.transcribe_ratio 0.5", tmp_path / "out")
 
 
 def test_the_mini_recipe_systems_share_the_budget(tmp_path, monkeypatch, capsys):

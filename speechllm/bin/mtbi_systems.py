@@ -14,7 +14,9 @@ config with the system's overrides applied, which the training stage passes as `
 Trainer saves the fully resolved one in the system's exp dir). It checks, before any hour is spent,
 that the ``mtbi:`` blocks are valid, that every system has the same budget (``BUDGET_KEYS``), the
 same LLM and the same prompt file (``--args``, the recipe's overrides for all systems, applied
-last), and prints one line a system for the recipe, tab separated::
+last), and that ``--args`` sets nothing under a block a system turns off (``--lora.r 8`` would
+bring back the LoRA that ``--lora null`` removed), and prints one line a system for the recipe,
+tab separated::
 
     name  label  config_written  uses_targets(0|1)  interleaves(0|1)  llm  prompts_file
 
@@ -86,6 +88,22 @@ def same_across(resolved: dict[str, dict], key: str) -> Any:
     return next(iter(values.values()))
 
 
+def revived_blocks(config: dict, overrides: dict) -> dict[str, str]:
+    """Override key -> the block it is under that ``config`` turns off (``--lora.r 8`` where
+    ``lora: null``): merging it would silently bring the block back."""
+    out = {}
+    for key in overrides:
+        node, parts = config, key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                break
+            if node[part] is None:
+                out[key] = ".".join(parts[:i + 1])
+                break
+            node = node[part]
+    return out
+
+
 def resolve_systems(systems_file: Path, names: list[str], common_args: str, out_dir: Path) -> list[list[str]]:
     """Write each system's config into ``out_dir`` and return the rows printed by :func:`main`."""
     systems = read_systems(systems_file)
@@ -101,6 +119,9 @@ def resolve_systems(systems_file: Path, names: list[str], common_args: str, out_
     for name in names:
         entry = systems[name]
         written[name] = load_config(entry["config"], shlex.split(entry["args"]))
+        for key, block in revived_blocks(written[name], common).items():
+            raise ConfigError(f"system {name} turns {block} off ({block}: null), and the common option --{key} "
+                              f"would bring it back; give that option in the {systems_file} entries that use it")
         resolved[name] = merge_overrides(written[name], common)
     for key in BUDGET_KEYS:
         same_across(resolved, key)
