@@ -10,6 +10,7 @@ from speechllm.utils.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_SYSTEMS = ROOT / "egs" / "mini_synth" / "mtbi1" / "conf" / "systems.yaml"
+LIBRISPEECH_SYSTEMS = ROOT / "egs" / "librispeech" / "mtbi1" / "conf" / "systems.yaml"
 
 BASE = {"llm": None, "prompts": {"file": "p.yaml", "task": "transcribe"}, "max_epoch": 12, "batch_bins": 12000,
         "mtbi": {"targets": None, "transcribe_ratio": 0.3, "interleave_prob": 0.0}}
@@ -54,11 +55,16 @@ def test_systems_with_another_budget_llm_or_bad_mtbi_block_are_refused(tmp_path)
                                      "--mtbi.transcribe_ratio 0.5", tmp_path / "out")
 
 
-def test_the_mini_recipe_systems_share_the_budget(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(MINI_SYSTEMS.parents[1])
-    names = list(yaml.safe_load(MINI_SYSTEMS.read_text()))
-    assert mtbi_systems.main(["--systems_file", str(MINI_SYSTEMS), "--systems", " ".join(names),
+@pytest.mark.parametrize("systems_file", [MINI_SYSTEMS, LIBRISPEECH_SYSTEMS], ids=["mini_synth", "librispeech"])
+def test_the_recipe_systems_share_the_budget(systems_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(systems_file.parents[1])
+    names = list(yaml.safe_load(systems_file.read_text()))
+    assert mtbi_systems.main(["--systems_file", str(systems_file), "--systems", " ".join(names),
                               "--out_dir", str(tmp_path)]) == 0
     rows = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}
     assert rows["asr_only"][3:5] == ["0", "0"] and rows["mtbi"][3:5] == ["1", "0"]
     assert all(rows[n][3:5] == ["1", "1"] for n in names if n.startswith("mtbi_il"))
+    for name in names:  # a frozen-LLM system trains no LoRA and no LLM weight
+        config = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
+        if "frozen" in name or "ctc_text" in name:
+            assert config["lora"] is None and "llm.*" in config["freeze"], name
