@@ -115,7 +115,7 @@ def setup_sllm(args: argparse.Namespace, config: dict) -> tuple[Any, Any, Any, C
     system = config.get("system_prompt")
     logger.info("%s train and %s valid utterances; %d prompt wordings", f"{len(train_set):,}",
                 f"{len(valid_set):,}", len(wordings))
-    train_collate = task.SpeechLLMCollate(model.tokenizer, wordings, True, system, seed=int(config.get("seed", 0)))
+    train_collate = task.SpeechLLMCollate(model.tokenizer, wordings, True, system, seed=int(config["seed"]))
     if config.get("mtbi"):
         from speechllm.mtbi.collate import build_collate
 

@@ -204,7 +204,8 @@ class MTBICollate:
 
 
 def build_collate(config: dict, tokenizer: Any, model: Any) -> MTBICollate:
-    """The training collate of a config with an ``mtbi:`` block, for ``model`` (a SpeechLLM)."""
+    """The training collate of a resolved training config (Trainer defaults included) with an
+    ``mtbi:`` block, for ``model`` (a SpeechLLM)."""
     from speechllm.mtbi.interleave import min_span_frames
 
     mtbi = MTBIConfig.from_dict(config["mtbi"])
@@ -224,4 +225,4 @@ def build_collate(config: dict, tokenizer: Any, model: Any) -> MTBICollate:
         logger.info("interleaving: %d aligned utterances in %s; %.0f%% of examples, %s", len(word_align),
                     mtbi.word_align, 100 * mtbi.interleave_prob, mtbi.interleave_config)
     return MTBICollate(tokenizer, mtbi, prompts, targets, word_align, enc_lens, frame_shift, min_frames,
-                       config.get("system_prompt"), seed=int(config.get("seed", 0)))
+                       config.get("system_prompt"), seed=int(config["seed"]))
