@@ -66,6 +66,31 @@ def test_two_systems_give_two_rows_in_the_column_order(results, tmp_path):
     assert "every number comes from a `result.json`" in text and f"`{b}`" in text
 
 
+def test_sources_give_the_training_time_of_each_model(tmp_path):
+    """From train_time.json of the training run (the nearest directory above with a config.yaml);
+    a system whose run wrote none gets no time."""
+    from speechllm.train.train_time import TrainTime
+
+    paths = {}
+    for name in ("timed", "untimed"):
+        exp = tmp_path / "exp" / f"sllm_{name}"
+        paths[name] = exp / "decode_x" / "test" / "mtbi_score" / "result.json"
+        paths[name].parent.mkdir(parents=True)
+        paths[name].write_text(json.dumps(fake_result(40.0, 10.0, 20.0, 0)))
+        (exp / "config.yaml").write_text("max_epoch: 6\n")
+    timer = TrainTime()
+    timer.load([{"from_step": 0, "to_step": 900, "seconds": 1200.0, "threads": 1, "world_size": 1}], 900)
+    timer.segments.append({"from_step": 900, "to_step": 1810, "seconds": 1500.0, "threads": 2, "world_size": 1})
+    timer.write(tmp_path / "exp" / "sllm_timed", 1810, 6)
+    out = tmp_path / "R.md"
+    assert mtbi_table.main(["--system", f"t={paths['timed']}", "--system", f"u={paths['untimed']}",
+                            "--out", str(out)]) == 0
+    sources = {line.split(":")[0]: line for line in out.read_text().splitlines() if line.startswith("- t:")
+               or line.startswith("- u:")}
+    assert sources["- t"].endswith("; model: 45.0 min of training, 1,810 steps in 2 runs (threads per run: 1, 2))")
+    assert "model:" not in sources["- u"]
+
+
 def test_a_second_run_replaces_its_section_and_keeps_the_rest(results, tmp_path):
     a, b = results
     out = tmp_path / "RESULTS.md"

@@ -3,12 +3,15 @@
 The toy model has dropout, so this only holds if the RNG states are restored too; the crash is
 simulated by the model raising at a chosen training forward call.
 """
+import json
+
 import pytest
 import torch
 
 from speechllm.data.example_rng import example_rng
 from speechllm.train import Trainer
 from speechllm.train.checkpoint import load_checkpoint, last_checkpoint_path
+from speechllm.train.train_time import describe_train_time
 from trainer_toys import CrashError, ToyDataset, ToyModel, collate_toy, toy_config
 
 
@@ -88,3 +91,39 @@ def test_resume_false_starts_over(tmp_path):
     first = train(tmp_path, toy_config(max_epoch=1))
     again = train(tmp_path, toy_config(max_epoch=1, resume=False))
     assert again.step == first.step  # trained from scratch, not "already done"
+
+
+def test_train_time_counts_every_process_up_to_its_last_save(tmp_path):
+    # last.pt every 2 updates; the crash at batch 10 comes after the save at step 8, so the
+    # first process's segment ends at step 8 and the second one's runs from there to the end.
+    config = toy_config(save_interval_steps=2)
+    with pytest.raises(CrashError):
+        train(tmp_path, config, crash_at=10)
+    saved = load_checkpoint(last_checkpoint_path(tmp_path))["time_segments"]
+    assert [(s["from_step"], s["to_step"]) for s in saved] == [(0, 8)]
+    resumed = train(tmp_path, config)
+    info = json.loads((tmp_path / "train_time.json").read_text())
+    segments = info["segments"]
+    assert [(s["from_step"], s["to_step"]) for s in segments] == [(0, 8), (8, resumed.step)]
+    assert segments[0] == saved[0]
+    assert all(s["seconds"] > 0 and s["threads"] == torch.get_num_threads() for s in segments)
+    assert info["complete"] and info["steps"] == resumed.step
+    assert info["wall_seconds"] == pytest.approx(sum(s["seconds"] for s in segments), abs=0.11)
+    assert describe_train_time(info).endswith(f"{resumed.step:,} steps in 2 runs "
+                                              f"({torch.get_num_threads()} thread"
+                                              f"{'s' if torch.get_num_threads() > 1 else ''} each)")
+
+
+def test_train_time_of_a_checkpoint_from_before_segments_is_unknown(tmp_path):
+    config = toy_config(save_interval_steps=2)
+    with pytest.raises(CrashError):
+        train(tmp_path, config, crash_at=10)
+    path = last_checkpoint_path(tmp_path)
+    state = load_checkpoint(path)
+    del state["time_segments"]
+    torch.save(state, path)
+    train(tmp_path, config)
+    info = json.loads((tmp_path / "train_time.json").read_text())
+    assert not info["complete"] and info["segments"][0] == {"from_step": 0, "to_step": 8, "seconds": None}
+    assert info["wall_seconds"] == info["segments"][1]["seconds"]
+    assert "the time of 8 steps is unknown" in describe_train_time(info)

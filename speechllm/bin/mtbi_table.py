@@ -19,7 +19,8 @@ their means over examples, and the counts of empty, looping, cut and refusal-lik
 first system's file). The writer formats numbers and computes one thing only: each system's
 unseen-task accuracy minus the first system's, with a paired bootstrap interval, from the
 ``per_item.jsonl`` beside each ``result.json`` (``-`` where one is missing); definitions:
-docs/mtbi.md.
+docs/mtbi.md. The sources list each system's training time where its training run (the nearest
+directory above the ``result.json`` with a ``config.yaml``) wrote a ``train_time.json``.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from speechllm.mtbi.evaluate import TRANSCRIPTION_ANSWER_TASKS, format_interval,
 from speechllm.mtbi.targets import read_targets
 from speechllm.scoring.results import MISSING, stage_time_lines
 from speechllm.scoring.results import table_cell as cell
+from speechllm.train.train_time import describe_train_time, read_train_time
 from speechllm.utils.config import ConfigError, atomic_write_text
 from speechllm.utils.git import git_commit
 from speechllm.utils.logging_utils import setup_logging
@@ -95,6 +97,16 @@ def load_per_item(result_path: Path) -> list[dict] | None:
     """The ``per_item.jsonl`` beside a ``result.json`` (None when absent)."""
     path = result_path.with_name("per_item.jsonl")
     return read_targets(path) if path.is_file() else None
+
+
+def training_time(result_path: Path) -> str | None:
+    """The training time of the model a ``result.json`` scores: ``train_time.json`` of the training
+    run, the nearest directory above it with a ``config.yaml`` (None when there is none)."""
+    for parent in result_path.resolve().parents:
+        if (parent / "config.yaml").is_file():
+            info = read_train_time(parent)
+            return describe_train_time(info) if info else None
+    return None
 
 
 def difference_cell(base: list[dict] | None, other: list[dict] | None) -> str | None:
@@ -179,8 +191,9 @@ def build_section(title: str, systems: list[tuple[str, Path]], results: list[dic
     out += markdown_table(header(seen, unseen, metric), rows)
     out += ["", "Sources:"]
     for (label, path), r in zip(systems, results):
+        trained = training_time(path)
         out.append(f"- {cell(label)}: `{path}` (data set {cell(r.get('data_set'))}, {cell(r.get('num_items'))} "
-                   f"examples, commit {cell(r.get('commit'))})")
+                   f"examples, commit {cell(r.get('commit'))}" + (f"; model: {trained}" if trained else "") + ")")
         c = r.get("counts", {})
         if c.get("missing") or c.get("extra"):
             out.append(f"  - {c.get('missing')} examples without output (scored as wrong), "

@@ -13,7 +13,8 @@ whose lengths (and ``feats_lens``) are in finer units says how many make one fra
 What one ``Trainer.run()`` does, per epoch: train over a :class:`BucketBatchSampler` (gradient
 accumulation, clipping, AMP (bf16/fp16 on CUDA, bf16 on the CPU), skip of non-finite losses), validate, save
 ``checkpoints/epoch{N}.pt`` and keep the N best, save ``checkpoints/last.pt`` (the full state),
-update TensorBoard and ``images/*.png``. At the end it writes the average of the N best.
+update TensorBoard and ``images/*.png``. At the end it writes the average of the N best and
+``train_time.json``, the wall time of every process that trained it (:mod:`speechllm.train.train_time`).
 
 Exact resume: ``last.pt`` holds model, optimizer, scheduler, GradScaler, the sampler position
 inside the epoch, step/epoch counters, best-model history and every rank's python/numpy/torch
@@ -58,6 +59,7 @@ from speechllm.train.checkpoint import (
     trainable_state_keys,
 )
 from speechllm.train.plot import plot_training_curves
+from speechllm.train.train_time import TrainTime, describe_train_time
 from speechllm.train.scheduler import build_scheduler
 from speechllm.utils.config import ConfigError, load_yaml, save_config
 
@@ -338,6 +340,7 @@ class Trainer:
         self.epoch_stats = WeightedStats()
         self.interval_stats = WeightedStats()
         self._resume_sampler_state: dict | None = None
+        self.train_time = TrainTime()  # wall time per process that trained, across resumes
         self._writer = None
         self._last_grad_norm = float("nan")
 
@@ -362,6 +365,7 @@ class Trainer:
             "interval_stats": self.interval_stats.state_dict(),
             "rng": rng,
             "world_size": self.dist.world_size,
+            "time_segments": self.train_time.snapshot(self.step),
             "config": self.config,
         }
 
@@ -378,6 +382,7 @@ class Trainer:
         self.epoch_stats.load_state_dict(state["epoch_stats"])
         self.interval_stats.load_state_dict(state["interval_stats"])
         self._resume_sampler_state = state["sampler"] if self.batches_done > 0 else None
+        self.train_time.load(state.get("time_segments"), self.step)
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
             logger.warning("checkpoint has RNG states of %d ranks, this run has %d: exact resume not possible",
@@ -397,6 +402,7 @@ class Trainer:
                 self.load_state_dict(load_checkpoint(path, map_location="cpu"))
                 logger.info("resumed from %s: epoch %d done, step %d, %d batches into epoch %d",
                             path, self.epoch, self.step, self.batches_done, self.epoch + 1)
+        self.train_time.start(self.step, self.dist.world_size, self.device.type)
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter  # imported late: slow to import
 
@@ -406,6 +412,8 @@ class Trainer:
                 self._run_epoch(self.epoch + 1)
             if self.is_main:
                 self.average_best()
+                info = self.train_time.write(self.exp_dir, self.step, self.epoch)
+                logger.info("training time: %s", describe_train_time(info))
         finally:
             if self._writer is not None:
                 self._writer.close()
