@@ -8,6 +8,7 @@ All outputs go to a temporary directory, so the recipe directory stays clean. Ab
 2 CPU cores, after the asr1 fixture.
 """
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     llm = make_tiny_llm(tmp_path / "llm")
     out = tmp_path / "mtbi"
     cmd = [
-        "./mtbi.sh", "--nj", "1", "--inference_nj", "1",
+        "./mtbi.sh", "--nj", "1", "--inference_nj", "1", "--train_jobs", "2",
         "--data_dir", f"{asr_out}/data", "--feats_dir", f"{asr_out}/dump", "--feats_type", "fbank",
         "--train_set", "train_sp", "--valid_set", "dev", "--test_sets", "test", "--mtbi_test_sets", "dev test",
         "--data_recipe", "the asr_run fixture", "--asr_exp", str(asr_exp),
@@ -78,6 +79,13 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     assert configs["mtbi_il_ctc_text"]["mtbi"]["word_align"].endswith("align/train_sp/word_align")
     assert {c["max_epoch"] for c in configs.values()} == {1}
     assert "interleaving:" in (exp / "sllm_mtbi_il_ctc_text" / "train.log").read_text()
+    # --train_jobs 2: on 2 or more cores, one system per core, one thread each, both timed
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert "cores 0: system" in proc.stderr and "cores 1: system" in proc.stderr
+    for s in systems:
+        segments = json.loads((exp / f"sllm_{s}" / "train_time.json").read_text())["segments"]
+        assert len(segments) == 1 and segments[0]["seconds"] > 0
+        assert segments[0]["threads"] == (1 if len(os.sched_getaffinity(0)) >= 2 else segments[0]["threads"])
     # the per-system stages' times name their systems (a run of other systems adds to them)
     times = [line.split("\t") for line in (exp / "stage_times.tsv").read_text().splitlines()]
     assert {r[0]: r[6:] for r in times if r[0] in "456"} == {s: [" ".join(systems)] for s in "456"}
@@ -98,6 +106,7 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
     for table in (results[dev_at:test_at], results[test_at:]):
         for label in ("ASR-only baseline", "MTBI + IL, frozen LLM, text CTC", "text LLM (transcript as text)"):
             assert f"| {label} |" in table, table
+        assert table.count("min of training, ") == 2  # the sources give each model's training time
 
     # A rerun skips every finished stage and says so.
     again = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=300)

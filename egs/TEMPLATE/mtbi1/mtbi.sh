@@ -27,6 +27,7 @@ nj=2                    # parallel jobs of the alignment and target stages
 inference_nj=2          # parallel decoding jobs per test set and system
 ngpu=0                  # GPUs for training (>1: torchrun), and > 0: alignment/targets on cuda
 ddp_cpu_procs=0         # >1: training in this many CPU processes (gloo), for testing without GPUs
+train_jobs=1            # CPU: train this many systems at a time, each pinned to its share of the cores
 data_dir=data           # the asr1 recipe's data dirs
 feats_dir=dump/fbank    # ... and its features (feats_type fbank)
 feats_type=fbank        # fbank: the speech LLM reads ${feats_dir}/<set>; raw: ${data_dir}/<set> (wav.scp)

@@ -2,15 +2,65 @@
 # same data with the same budget, into ${expdir}/sllm_<name> (with its resolved config.yaml).
 # A system's config is ${expdir}/systems/<name>.yaml (its entry of ${systems_file}); the recipe adds
 # the LLM, the encoder initialization, the CMVN stats, the targets and word alignment it reads, and
-# then --sllm_args.
-for sys in ${systems}; do
-    sllm_exp=${expdir}/sllm_${sys}
-    sllm_config=${sys_config[${sys}]}
+# then --sllm_args. With --train_jobs N (CPU), N systems train at a time, each pinned to its share
+# of the cores (taskset) with one thread per core; a free share takes the next system.
+train_system() {  # $1: a system name
+    sllm_exp=${expdir}/sllm_$1
+    sllm_config=${sys_config[$1]}
     sllm_args="--llm ${llm}"
-    [ "${sys_targets[${sys}]}" = 1 ] && sllm_args+=" --mtbi.targets ${train_targets}"
-    [ "${sys_interleave[${sys}]}" = 1 ] && sllm_args+=" --mtbi.word_align ${align_dir}/${train_set}/word_align"
+    [ "${sys_targets[$1]}" = 1 ] && sllm_args+=" --mtbi.targets ${train_targets}"
+    [ "${sys_interleave[$1]}" = 1 ] && sllm_args+=" --mtbi.word_align ${align_dir}/${train_set}/word_align"
     sllm_args+=" ${common_sllm_args}"
-    log "system ${sys} (${sys_label[${sys}]}): ${sllm_config}"
+    log "system $1 (${sys_label[$1]}): ${sllm_config}"
     . "${sllm_template_dir}/stages/5_train.sh"
-done
-sllm_args=${common_sllm_args}
+}
+
+if [ "${train_jobs}" -le 1 ]; then
+    for sys in ${systems}; do
+        train_system "${sys}"
+    done
+else
+    if [ "${ngpu}" -gt 0 ] || [ "${ddp_cpu_procs}" -gt 1 ]; then
+        log "error: --train_jobs ${train_jobs} shares the CPU cores among systems; it needs --ngpu 0 and no --ddp_cpu_procs"
+        exit 1
+    fi
+    # The finished systems are skipped here, in this shell, so that run_stage counts the skips.
+    todo=()
+    for sys in ${systems}; do
+        if [ -f "${expdir}/sllm_${sys}/.done" ]; then
+            log "skip: ${expdir}/sllm_${sys}/.done exists (training finished)"
+        else
+            todo+=("${sys}")
+        fi
+    done
+    read -r -a cores <<< "$(python -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
+    n_jobs=$(( train_jobs < ${#cores[@]} ? train_jobs : ${#cores[@]} ))
+    n_jobs=$(( n_jobs < ${#todo[@]} ? n_jobs : ${#todo[@]} ))
+    [ "${n_jobs}" -lt "${train_jobs}" ] && log "--train_jobs ${train_jobs}: ${n_jobs} at a time (${#cores[@]} cores, ${#todo[@]} systems to train)"
+    queue=${expdir}/.train_queue
+    echo 0 > "${queue}"
+    next_system() {  # the index of the next system to train, taken under a lock
+        ( flock 9; local n; read -r n < "${queue}"; echo $((n + 1)) > "${queue}"; echo "${n}" ) 9> "${queue}.lock"
+    }
+    pids=()
+    for ((job = 0; job < n_jobs; job++)); do
+        share=$(IFS=,; echo "${cores[*]:$(( job * ${#cores[@]} / n_jobs )):$(( (job + 1) * ${#cores[@]} / n_jobs - job * ${#cores[@]} / n_jobs ))}")
+        (
+            taskset -cp "${share}" "${BASHPID}" > /dev/null   # its training processes inherit the cores
+            while i=$(next_system) && [ "${i}" -lt "${#todo[@]}" ]; do
+                log "cores ${share}: system ${todo[${i}]}"
+                train_system "${todo[${i}]}"
+            done
+        ) &
+        pids+=($!)
+    done
+    failed=0
+    for pid in "${pids[@]}"; do
+        wait "${pid}" || failed=1
+    done
+    rm -f "${queue}" "${queue}.lock"
+    if [ "${failed}" != 0 ]; then
+        log "error: a system's training failed (see its exp dir's train.log under ${expdir})"
+        exit 1
+    fi
+fi
