@@ -31,6 +31,7 @@ bench: install
 	$(PY) bench/run_bench.py
 	$(PY) bench/encoder_features.py
 	$(PY) bench/sllm_bench.py
+	$(PY) bench/sllm_bench.py --jobs 2 --projectors ctc_text --repeats 10
 	$(PY) bench/allocator_bench.py
 
 clean:

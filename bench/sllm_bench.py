@@ -9,6 +9,12 @@ CPU, allocated memory on CUDA) is its own. Results go to bench/results/sllm_<dev
 
     python bench/sllm_bench.py                   # cpu, and cuda when available
     python bench/sllm_bench.py --devices cpu --threads 2 --batch 16 --seconds 4
+    python bench/sllm_bench.py --jobs 2 --projectors ctc_text   # N trainings at once, pinned
+
+``--jobs N`` times training only, on the CPU: one process on every core (as many threads), then N
+processes at once, each pinned to its share of the cores with one thread per core (as the MTBI
+template's ``--train_jobs N`` trains systems), and compares their total throughput; results go to
+bench/results/sllm_jobs_cpu.{json,md}.
 """
 from __future__ import annotations
 
@@ -84,8 +90,12 @@ def make_batch(model: torch.nn.Module, n: int, seconds: float, device: str, targ
 
 
 def bench_projector(projector: str, device: str, threads: int | None, batch: int, seconds: float,
-                    repeats: int, decode_batches: list[int], new_tokens: int, queue: mp.Queue) -> None:
-    """Child process: train steps and decoding of one projector type; puts a result dict."""
+                    repeats: int, decode_batches: list[int], new_tokens: int, queue: mp.Queue,
+                    cores: list[int] | None = None) -> None:
+    """Child process: train steps and decoding of one projector type; puts a result dict.
+    ``cores``: pin the process to these CPU cores."""
+    if cores:
+        os.sched_setaffinity(0, cores)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -165,6 +175,51 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_jobs(projector: str, jobs: int, batch: int, seconds: float, repeats: int) -> dict:
+    """One training process on every core, then ``jobs`` at once on their shares of the cores."""
+    ctx = mp.get_context("spawn")
+    cores = sorted(os.sched_getaffinity(0))
+    shares = [cores[j * len(cores) // jobs:(j + 1) * len(cores) // jobs] for j in range(jobs)]
+    if not all(shares):
+        raise SystemExit(f"--jobs {jobs}: more jobs than the {len(cores)} cores")
+    layouts = []
+    for name, groups in (("one process", [cores]), (f"{jobs} processes", shares)):
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=bench_projector, args=(projector, "cpu", len(g), batch, seconds, repeats, [],
+                                                           0, queue, g)) for g in groups]
+        for proc in procs:
+            proc.start()
+        results = [queue.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        steps = [r["step_s"] for r in results]
+        layouts.append({"layout": name, "processes": len(groups), "threads_each": [len(g) for g in groups],
+                        "cores": [",".join(map(str, g)) for g in groups], "step_s": steps,
+                        "utterances_per_s": round(sum(batch / s for s in steps), 2)})
+    return {"projector": projector, "batch": batch, "utt_seconds": seconds, "layouts": layouts,
+            "speedup": round(layouts[1]["utterances_per_s"] / layouts[0]["utterances_per_s"], 3)}
+
+
+def jobs_markdown(report: dict) -> str:
+    m, a = report["machine"], report["args"]
+    lines = [f"# Speech-LLM training, {a['jobs']} at once (cpu)", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, torch {m['torch']}",
+             f"Commit {m['commit']}, {m['date']}. Command: `{report['command']}`",
+             f"Load average (1 min) when written: {report['load_average_1m']}.", "",
+             "The mini speech LLM as in sllm_cpu.md, training only (median step of "
+             f"{a['repeats']}, batches of {a['batch']} utterances of {a['seconds']} s): one process with a "
+             f"thread per core, then {a['jobs']} processes at once, each pinned to its share of the cores "
+             "with a thread per core (the MTBI template's `--train_jobs`).", "",
+             "| projector | layout | threads | cores | step s | utterances per s (all processes) | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        for i, lay in enumerate(r["layouts"]):
+            lines.append(f"| {r['projector']} | {lay['layout']} | {'/'.join(map(str, lay['threads_each']))} "
+                         f"| {' / '.join(lay['cores'])} | {' / '.join(f'{s:.3f}' for s in lay['step_s'])} "
+                         f"| {lay['utterances_per_s']} | {r['speedup'] if i else 1.0}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -176,8 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new_tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out_dir", type=Path, default=ROOT / "bench/results")
+    p.add_argument("--jobs", type=int, default=0, help="N > 1: time N pinned trainings at once against one (cpu)")
     args = p.parse_args(argv)
     setup_logging()
+    command = "python bench/sllm_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.jobs > 1:
+        results = [bench_jobs(projector, args.jobs, args.batch, args.seconds, args.repeats)
+                   for projector in args.projectors]
+        report = {"machine": machine_description("cpu"), "args": vars(args) | {"out_dir": None},
+                  "load_average_1m": round(os.getloadavg()[0], 2), "command": command, "results": results}
+        atomic_write_text(args.out_dir / "sllm_jobs_cpu.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.out_dir / "sllm_jobs_cpu.md", jobs_markdown(report))
+        print(jobs_markdown(report))
+        return 0
     ctx = mp.get_context("spawn")
     for device in args.devices:
         results = []
@@ -194,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         report = {"device": device, "machine": machine_description(device), "args": vars(args) | {"out_dir": None},
                   "load_average_1m": round(os.getloadavg()[0], 2),
-                  "command": "python bench/sllm_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "command": command,
                   "results": results}
         atomic_write_text(args.out_dir / f"sllm_{name}.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(args.out_dir / f"sllm_{name}.md", to_markdown(report))
