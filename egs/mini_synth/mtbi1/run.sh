@@ -26,7 +26,7 @@ if [ ! -f "${llm}/config.json" ]; then
 fi
 
 # Stage 4 trains two systems at a time, each on its half of the cores: on 2 cores, two 1-thread
-# trainings do 1.17x the work of one 2-thread training (bench/results/sllm_jobs_cpu.md).
+# trainings do 1.21x the work of one 2-thread training (bench/results/sllm_jobs_cpu.md).
 # The benchmark runs on dev too: its table is where a setting (ratio, tasks, epochs) is chosen,
 # so that the test table reports it without having been looked at for the choice.
 test_sets="test"
