@@ -64,3 +64,4 @@ else
         exit 1
     fi
 fi
+sllm_args=${common_sllm_args}   # train_system set it per system; later stages see the user's again
