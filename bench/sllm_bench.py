@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run_bench import machine_description, peak_memory_mb  # noqa: E402
+from speechllm.utils.cores import core_shares  # noqa: E402
 from speechllm.utils.config import atomic_write_text, load_yaml  # noqa: E402
 from speechllm.utils.logging_utils import setup_logging  # noqa: E402
 
@@ -179,8 +180,8 @@ def bench_jobs(projector: str, jobs: int, batch: int, seconds: float, repeats: i
     """One training process on every core, then ``jobs`` at once on their shares of the cores."""
     ctx = mp.get_context("spawn")
     cores = sorted(os.sched_getaffinity(0))
-    shares = [cores[j * len(cores) // jobs:(j + 1) * len(cores) // jobs] for j in range(jobs)]
-    if not all(shares):
+    shares = core_shares(jobs, cores)
+    if len(shares) < jobs:
         raise SystemExit(f"--jobs {jobs}: more jobs than the {len(cores)} cores")
     layouts = []
     for name, groups in (("one process", [cores]), (f"{jobs} processes", shares)):

@@ -33,18 +33,24 @@ else
             todo+=("${sys}")
         fi
     done
-    read -r -a cores <<< "$(python -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
-    n_jobs=$(( train_jobs < ${#cores[@]} ? train_jobs : ${#cores[@]} ))
-    n_jobs=$(( n_jobs < ${#todo[@]} ? n_jobs : ${#todo[@]} ))
-    [ "${n_jobs}" -lt "${train_jobs}" ] && log "--train_jobs ${train_jobs}: ${n_jobs} at a time (${#cores[@]} cores, ${#todo[@]} systems to train)"
+    n_jobs=$(( train_jobs < ${#todo[@]} ? train_jobs : ${#todo[@]} ))
+    shares=()
+    # one line per job: its cores, as a taskset -c list (never more jobs than cores)
+    if [ "${n_jobs}" -gt 0 ]; then
+        mapfile -t shares < <(python -m speechllm.utils.cores "${n_jobs}")
+        if [ "${#shares[@]}" = 0 ]; then
+            log "error: python -m speechllm.utils.cores ${n_jobs} gave no core shares"
+            exit 1
+        fi
+    fi
+    [ "${#shares[@]}" -lt "${train_jobs}" ] && log "--train_jobs ${train_jobs}: ${#shares[@]} at a time (${#todo[@]} systems to train, cores: ${shares[*]:-none needed})"
     queue=${expdir}/.train_queue
     echo 0 > "${queue}"
     next_system() {  # the index of the next system to train, taken under a lock
         ( flock 9; local n; read -r n < "${queue}"; echo $((n + 1)) > "${queue}"; echo "${n}" ) 9> "${queue}.lock"
     }
     pids=()
-    for ((job = 0; job < n_jobs; job++)); do
-        share=$(IFS=,; echo "${cores[*]:$(( job * ${#cores[@]} / n_jobs )):$(( (job + 1) * ${#cores[@]} / n_jobs - job * ${#cores[@]} / n_jobs ))}")
+    for share in "${shares[@]}"; do
         (
             taskset -cp "${share}" "${BASHPID}" > /dev/null   # its training processes inherit the cores
             while i=$(next_system) && [ "${i}" -lt "${#todo[@]}" ]; do
