@@ -55,7 +55,7 @@ def test_two_systems_give_two_rows_in_the_column_order(results, tmp_path):
     rows = table_rows(out.read_text())
     assert rows["system"] == ["WER seen prompts", "WER unseen prompts", "agr. seen prompts", "agr. unseen prompts",
                               "instr. following", "seen: count_words", "seen tasks acc.", "unseen: keyword",
-                              "unseen tasks acc.", "unseen acc. 95% CI", "unseen acc. vs first (95% CI)",
+                              "unseen tasks acc.", "unseen acc. 95% CI", "unseen acc. vs ASR-only baseline (95% CI)",
                               "grounded unseen", "#empty", "#looping", "#cut", "#refusal",
                               "#examples"]
     assert rows["ASR-only baseline"] == ["40.00", "50.00", "81.00", "61.00", "10.00", "20.00", "71.00", "25.00",
@@ -133,9 +133,10 @@ def test_a_real_result_json_fills_the_table(tmp_path):
     assert rows["toy"][0] == "10.00" and rows["toy"][4] == "54.55" and rows["LLM"][0] == "0.00"
 
 
-def test_the_difference_to_the_first_system_is_paired_on_the_same_examples(tmp_path):
+def test_the_difference_to_the_first_system_is_paired_on_the_same_examples(tmp_path, capsys):
     """A second system that is right where the first one is, and on one more unseen-task example:
-    +20 points (1 of the 5 unseen-task examples), and the table reads it from per_item.jsonl."""
+    +20 points (1 of the 5 unseen-task examples), and the table reads it from per_item.jsonl;
+    ``--reference`` picks the systems compared with."""
     from test_mtbi_evaluate import EXAMPLES, target_lines, write_jsonl
 
     from speechllm.mtbi.evaluate import per_item_lines
@@ -154,8 +155,21 @@ def test_the_difference_to_the_first_system_is_paired_on_the_same_examples(tmp_p
     assert mtbi_table.main(["--system", f"a={tmp_path / 'first' / 'result.json'}", "--system",
                             f"b={tmp_path / 'second' / 'result.json'}", "--out", str(out)]) == 0
     rows = table_rows(out.read_text())
-    column = rows["system"].index("unseen acc. vs first (95% CI)")
+    column = rows["system"].index("unseen acc. vs a (95% CI)")
     assert rows["a"][column] == "-" and rows["b"][column].startswith("+20.00 (+0.00 to ")
+    # one column per --reference, each row against each reference (the ablations against the full system)
+    assert mtbi_table.main(["--system", f"a={tmp_path / 'first' / 'result.json'}", "--system",
+                            f"b={tmp_path / 'second' / 'result.json'}", "--reference", "a", "--reference", "b",
+                            "--llm_row", "LLM", "--out", str(out)]) == 0
+    rows = table_rows(out.read_text())
+    vs_a, vs_b = rows["system"].index("unseen acc. vs a (95% CI)"), rows["system"].index("unseen acc. vs b (95% CI)")
+    assert vs_b == vs_a + 1 and all(len(r) == len(rows["system"]) for r in rows.values())
+    assert rows["a"][vs_a] == "-" and rows["b"][vs_a].startswith("+20.00 (+0.00 to ")
+    assert rows["b"][vs_b] == "-" and rows["a"][vs_b].startswith("-20.00 (")
+    assert rows["LLM"][vs_a] == rows["LLM"][vs_b] == "-"
+    assert mtbi_table.main(["--system", f"a={tmp_path / 'first' / 'result.json'}", "--reference", "c",
+                            "--out", str(out)]) == 1
+    assert "--reference 'c': no system with that label (labels: a)" in capsys.readouterr().err
     (tmp_path / "second" / "per_item.jsonl").write_text("{not json\n")
     assert mtbi_table.main(["--system", f"a={tmp_path / 'first' / 'result.json'}", "--system",
                             f"b={tmp_path / 'second' / 'result.json'}", "--out", str(out)]) == 1

@@ -2,7 +2,7 @@
 the tiny asr1 run of conftest.py (``asr_run``: data, features, ASR model) and a tiny random LLM, for
 two systems of the recipe's conf/systems.yaml with one epoch each (the LoRA ASR-only baseline and
 MTBI + interleaving with the frozen LLM and the ctc_text projector, the pair the target compares),
-on the dev and test benchmarks; then a rerun that skips it all.
+on the dev and test benchmarks, the table comparing with MTBI + IL; then a rerun that skips it all.
 
 All outputs go to a temporary directory, so the recipe directory stays clean. About a minute on
 2 CPU cores, after the asr1 fixture.
@@ -52,6 +52,7 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
         "--inference_args", "--batch_size 4 --max_new_tokens_base 2",
         "--mtbi_inference_args", "--batch_size 8 --max_new_tokens_base 2 --max_new_tokens_min continue=3",
         "--expdir", f"{out}/exp", "--mtbi_dump", f"{out}/dump", "--results_md", f"{out}/RESULTS.md",
+        "--table_references", "mtbi_il_ctc_text mtbi_ctc_text",
     ]
     proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -107,6 +108,10 @@ def test_mtbi_template_trains_decodes_scores_and_tables_two_systems(asr_run, tmp
         for label in ("ASR-only baseline", "MTBI + IL, frozen LLM, text CTC", "text LLM (transcript as text)"):
             assert f"| {label} |" in table, table
         assert table.count("min of training, ") == 2  # the sources give each model's training time
+        # --table_references: the rows compared with MTBI + IL (a system not trained here is left out)
+        assert "| unseen acc. vs MTBI + IL, frozen LLM, text CTC (95% CI) |" in table
+        assert "unseen acc. vs ASR-only" not in table and "vs MTBI, frozen" not in table
+    assert "--table_references: mtbi_ctc_text is not one of --systems" in proc.stderr
 
     # A rerun skips every finished stage and says so.
     again = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=300)

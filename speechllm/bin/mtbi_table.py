@@ -17,9 +17,10 @@ with the LLM) for the seen and then the unseen tasks (transcription tasks are in
 their means over examples, and the counts of empty, looping, cut and refusal-like outputs.
 ``--llm_row`` adds the text LLM's own answers scored against the references (read from the
 first system's file). The writer formats numbers and computes one thing only: each system's
-unseen-task accuracy minus the first system's, with a paired bootstrap interval, from the
-``per_item.jsonl`` beside each ``result.json`` (``-`` where one is missing); definitions:
-docs/mtbi.md. The sources list each system's training time where its training run (the nearest
+unseen-task accuracy minus that of a reference system, with a paired bootstrap interval, from the
+``per_item.jsonl`` beside each ``result.json`` (``-`` where one is missing); one column per
+``--reference LABEL`` (e.g. the baseline and the full system, for the ablation rows), by default
+the first system; definitions: docs/mtbi.md. The sources list each system's training time where its training run (the nearest
 directory above the ``result.json`` with a ``config.yaml``) wrote a ``train_time.json``.
 """
 from __future__ import annotations
@@ -57,6 +58,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("RESULTS.md"), help="markdown file the section goes into")
     p.add_argument("--section", default="MTBI benchmark", help="the section's heading (and its marker)")
     p.add_argument("--metric", choices=sorted(METRICS), default="accuracy", help="per-task columns")
+    p.add_argument("--reference", action="append", default=[], metavar="LABEL",
+                   help="compare every system's unseen-task accuracy with this system's (a paired "
+                        "difference column; repeatable); default: the first system")
     p.add_argument("--llm_row", metavar="LABEL", help="add the text LLM's own scores (first system's file)")
     p.add_argument("--stage_times", type=Path, help="the template's stage_times.tsv: a run-time line")
     p.add_argument("--header", action="append", default=[], help="a free line above the table (repeatable)")
@@ -138,20 +142,22 @@ def _get(d: dict | None, *keys: str) -> object:
 
 
 def system_row(label: str, result: dict, seen: list[str], unseen: list[str], metric: str,
-               difference: str | None = None) -> list[object]:
-    """The cells of one speech system (the order of :func:`header`); ``difference``: its
-    :func:`difference_cell` against the first system."""
+               differences: list[str | None]) -> list[object]:
+    """The cells of one speech system (the order of :func:`header`); ``differences``: its
+    :func:`difference_cell` against each reference system."""
     pg, tg, counts = result["prompt_generalization"], result["task_generalization"], result["counts"]
     return ([label, _get(pg, "seen_wordings", "wer"), _get(pg, "unseen_wordings", "wer"),
              _get(pg, "seen_wordings", "agreement"), _get(pg, "unseen_wordings", "agreement"),
              result["instruction_following"]["rate"]]
             + [_get(result["per_task"], t, metric) for t in seen] + [_get(tg, "seen_tasks", metric)]
             + [_get(result["per_task"], t, metric) for t in unseen] + [_get(tg, "unseen_tasks", metric)]
-            + [format_interval(_get(tg, "unseen_tasks", "accuracy_ci95")), difference, _get(tg, "unseen_tasks", "grounding")]
+            + [format_interval(_get(tg, "unseen_tasks", "accuracy_ci95"))] + differences
+            + [_get(tg, "unseen_tasks", "grounding")]
             + [counts.get(k) for k in ("empty", "looping", "cut", "refusal")] + [result.get("num_items")])
 
 
-def llm_row(label: str, result: dict, seen: list[str], unseen: list[str], metric: str) -> list[object]:
+def llm_row(label: str, result: dict, seen: list[str], unseen: list[str], metric: str,
+            n_references: int) -> list[object]:
     """The text LLM's own answers (``result["llm"]``): no agreement or instruction following."""
     llm = result.get("llm") or {}
     pg, overall = llm.get("prompt_generalization"), llm.get("overall") or {}
@@ -159,17 +165,17 @@ def llm_row(label: str, result: dict, seen: list[str], unseen: list[str], metric
     return ([label, _get(pg, "seen_wordings", "wer"), _get(pg, "unseen_wordings", "wer"), None, None, None]
             + [_get(per_task, t, metric) for t in seen] + [_get(llm, "seen_tasks", metric) if per_task else None]
             + [_get(per_task, t, metric) for t in unseen] + [_get(llm, "unseen_tasks", metric) if per_task else None]
-            + [None, None, None]
+            + [None] * (n_references + 2)
             + [overall.get("num_empty"), overall.get("num_looping"), overall.get("num_cut"),
                overall.get("num_refusal"), result.get("num_items")])
 
 
-def header(seen: list[str], unseen: list[str], metric: str) -> list[str]:
+def header(seen: list[str], unseen: list[str], metric: str, references: list[str]) -> list[str]:
     short = METRICS[metric]
     return (["system", "WER seen prompts", "WER unseen prompts", "agr. seen prompts", "agr. unseen prompts",
              "instr. following"] + [f"seen: {t}" for t in seen] + [f"seen tasks {short}"]
-            + [f"unseen: {t}" for t in unseen] + [f"unseen tasks {short}", "unseen acc. 95% CI",
-                                                      "unseen acc. vs first (95% CI)", "grounded unseen"]
+            + [f"unseen: {t}" for t in unseen] + [f"unseen tasks {short}", "unseen acc. 95% CI"]
+            + [f"unseen acc. vs {cell(r)} (95% CI)" for r in references] + ["grounded unseen"]
             + ["#empty", "#looping", "#cut", "#refusal", "#examples"])
 
 
@@ -178,17 +184,32 @@ def markdown_table(head: list[str], rows: list[list[object]]) -> list[str]:
     return out + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
+def reference_indices(labels: list[str], references: list[str]) -> list[int]:
+    """The rows of the ``--reference`` labels (default: the first system); a clear error for an
+    unknown label."""
+    indices = []
+    for ref in references or [labels[0]]:
+        if ref not in labels:
+            raise ConfigError(f"--reference {ref!r}: no system with that label (labels: {', '.join(labels)})")
+        indices.append(labels.index(ref))
+    return indices
+
+
 def build_section(title: str, systems: list[tuple[str, Path]], results: list[dict], metric: str,
-                  llm_label: str | None, header_lines: list[str]) -> str:
-    """The markdown section: heading, header lines, table, sources and notes."""
+                  llm_label: str | None, header_lines: list[str], references: list[str] = ()) -> str:
+    """The markdown section: heading, header lines, table, sources and notes. ``references``: the
+    labels of the systems the others are compared with (default: the first system)."""
     seen, unseen = task_columns(results)
+    labels = [label for label, _ in systems]
+    refs = reference_indices(labels, list(references))
     per_item = [load_per_item(path) for _, path in systems]
-    rows = [system_row(label, r, seen, unseen, metric, difference_cell(per_item[0], items) if i else None)
+    rows = [system_row(label, r, seen, unseen, metric,
+                       [difference_cell(per_item[j], items) if j != i else None for j in refs])
             for i, ((label, _), r, items) in enumerate(zip(systems, results, per_item))]
     if llm_label:
-        rows.append(llm_row(llm_label, results[0], seen, unseen, metric))
+        rows.append(llm_row(llm_label, results[0], seen, unseen, metric, len(refs)))
     out = [f"## {title}", ""] + [f"- {h}" for h in header_lines if h] + [""]
-    out += markdown_table(header(seen, unseen, metric), rows)
+    out += markdown_table(header(seen, unseen, metric, [labels[j] for j in refs]), rows)
     out += ["", "Sources:"]
     for (label, path), r in zip(systems, results):
         trained = training_time(path)
@@ -207,7 +228,7 @@ def build_section(title: str, systems: list[tuple[str, Path]], results: list[dic
                 f"instr. following: answers that are no transcription and have the form of the LLM's answer; "
                 f"grounded unseen: on the unseen tasks' extractive examples (the LLM answered with words of the "
                 f"transcript), outputs made of words of the transcript too; unseen acc. 95% CI: bootstrap over "
-                "utterances; unseen acc. vs first: the difference to the first system on the same examples, with "
+                "utterances; unseen acc. vs X: the difference to system X on the same examples, with "
                 "the interval of a paired bootstrap over utterances; "
                 f"per-task columns: {per_task}.{llm_note}",
             "Definitions in docs/mtbi.md; every number comes from a `result.json` of "
@@ -248,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += stage_time_lines(args.stage_times)
     elif args.stage_times:
         log.warning("no stage times file %s; run time not reported", args.stage_times)
-    section = build_section(args.section, systems, results, args.metric, args.llm_row, lines + args.header)
+    section = build_section(args.section, systems, results, args.metric, args.llm_row, lines + args.header,
+                            args.reference)
     put_section(args.out, args.section, section)
     log.info("wrote section '%s' of %s (%d systems)", args.section, args.out, len(systems))
     return 0

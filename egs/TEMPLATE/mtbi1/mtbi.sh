@@ -66,6 +66,7 @@ mtbi_inference_config=conf/decode_mtbi.yaml   # the benchmark's task prompts
 mtbi_inference_tag=""
 mtbi_inference_args=""
 llm_row="text LLM (transcript as text)"   # table row of the LLM's own answers; "" for none
+table_references=""     # systems every row is compared with (paired unseen-task accuracy); "": the first
 results_md=RESULTS.md
 results_extra_exp_dirs=""  # exp dirs of other recipes whose scored rows join the WER table
 

@@ -51,6 +51,7 @@ fi
     --systems_file conf/systems.yaml \
     --systems "asr_only asr_only_ctc_text mtbi_ctc_text mtbi_il_ctc_text mtbi_il_ctc_text_2tasks mtbi_il_ctc_text_r03 mtbi_il_ctc_text_r07" \
     --train_jobs 2 \
+    --table_references "asr_only mtbi_il_ctc_text" \
     --train_per_utt 5 \
     --train_targets_opts "--exclude_tasks repeat,transcribe" \
     --eval_per_utt 9 \
