@@ -20,8 +20,9 @@ first system's file). The writer formats numbers and computes one thing only: ea
 unseen-task accuracy minus that of a reference system, with a paired bootstrap interval, from the
 ``per_item.jsonl`` beside each ``result.json`` (``-`` where one is missing); one column per
 ``--reference LABEL`` (e.g. the baseline and the full system, for the ablation rows), by default
-the first system; definitions: docs/mtbi.md. The sources list each system's training time where its training run (the nearest
-directory above the ``result.json`` with a ``config.yaml``) wrote a ``train_time.json``.
+the first system; definitions: docs/mtbi.md. The sources list each system's training time where
+its training run (the nearest directory above the ``result.json`` with a ``config.yaml``) wrote a
+``train_time.json``.
 """
 from __future__ import annotations
 
